@@ -1,0 +1,1 @@
+"""Unprivileged FastAPI service: stores traces, predicts launches, serves predictions."""

@@ -1,0 +1,137 @@
+"""MEMO's configuration: one object, read from a TOML file, overridden by the environment.
+
+Order (later wins): embedded defaults < TOML file (``$MEMO_CONFIG``, else /etc/memo/memo.toml if it
+exists) < environment variables ``MEMO_<SECTION>__<KEY>`` (e.g. ``MEMO_COLLECTOR__LAUNCH_WINDOW_S=5``).
+deploy/memo.toml documents every key with its default.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+SYSTEM_CONFIG = Path("/etc/memo/memo.toml")
+
+
+def _default_run_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/run/memo")
+    return Path(os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/memo-{os.geteuid()}") / "memo"
+
+
+def _default_data_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/memo")
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local/share") / "memo"
+
+
+class PathsConfig(BaseModel):
+    run_dir: Path = Field(default_factory=_default_run_dir, description="sockets, pid files, logs")
+    data_dir: Path = Field(default_factory=_default_data_dir, description="database, spool, models")
+
+    @property
+    def socket(self) -> Path:
+        """The inference service's Unix socket (ingest, feedback and the read-only API)."""
+        return self.run_dir / "inference.sock"
+
+
+class CollectorConfig(BaseModel):
+    source_id: str = Field("", description="identity of this collector's stream; empty = hostname")
+    launch_window_s: float = Field(10.0, gt=0, description="seconds after exec that page-cache adds count")
+    batch_max_events: int = Field(2000, ge=1, le=10_000)
+    flush_interval_s: float = Field(0.2, gt=0, description="longest an event waits before it is sent")
+    faults_interval_s: float = Field(5.0, gt=0, description="period of per-process fault records")
+    spool_max_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024, description="on-disk spool bound")
+    ringbuf_pages: int = Field(1024, ge=16, description="ring buffer size in pages (power of two)")
+    bpf_pin_dir: Path = Path("/sys/fs/bpf/memo")
+    keep_pins: bool = Field(False, description="leave programs and maps pinned after exit")
+
+
+class InferenceConfig(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8077, ge=0, le=65535)
+    socket_mode: int = Field(0o660, description="mode of the Unix socket")
+    socket_group: str = Field("memo", description="group owning the socket, if it exists")
+    models: list[str] = Field(
+        default_factory=lambda: ["mfu", "mru", "markov", "ppm", "lstm", "llm"],
+        description="predictors that join the ensemble",
+    )
+    default_k: int = Field(5, ge=1, le=100)
+    ignore: list[str] = Field(default_factory=list, description="apps never counted as launches (globs)")
+    allow: list[str] = Field(default_factory=list, description="apps always counted as launches (globs)")
+
+
+class LLMConfig(BaseModel):
+    backend: Literal["auto", "engine", "remote", "off"] = "auto"
+    model: str = Field("", description="model directory or name; empty = the converted SmolLM2")
+    url: str = Field("", description="remote vLLM OpenAI-compatible server, for backend=remote")
+    timeout_s: float = Field(5.0, gt=0)
+    max_concurrency: int = Field(1, ge=1)
+
+
+class PrefetcherConfig(BaseModel):
+    poll_interval_s: float = Field(1.0, gt=0)
+    min_probability: float = Field(0.2, ge=0, le=1, description="act only on predictions above this")
+    budget_share: float = Field(0.1, gt=0, le=1, description="share of MemAvailable usable per cycle")
+    per_app_cap_bytes: int = Field(100 * 1024 * 1024, ge=0)
+    psi_some_avg10_max: float = Field(10.0, ge=0, description="do nothing above this memory pressure")
+    swappiness_low: int = Field(10, ge=0, le=200)
+    madv_cold: bool = False
+    dry_run: bool = False
+
+
+class Config(BaseSettings):
+    """Every knob of MEMO, with its default."""
+
+    model_config = SettingsConfigDict(env_prefix="MEMO_", env_nested_delimiter="__", extra="forbid")
+
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    collector: CollectorConfig = Field(default_factory=CollectorConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    prefetcher: PrefetcherConfig = Field(default_factory=PrefetcherConfig)
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
+        return (init_settings, env_settings, toml)
+
+
+def config_file() -> Path | None:
+    """The TOML file in force: $MEMO_CONFIG (must exist), else the system one if present."""
+    explicit = os.environ.get("MEMO_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise FileNotFoundError(f"MEMO_CONFIG={explicit} does not exist")
+        return path
+    return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None
+
+
+def load(**overrides: Any) -> Config:
+    """A fresh Config (file + environment), with explicit overrides on top (tests use these)."""
+    return Config(**overrides)
+
+
+@cache
+def get() -> Config:
+    """The process-wide Config, read once."""
+    return load()

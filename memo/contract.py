@@ -1,0 +1,188 @@
+"""The wire contract between MEMO's services, defined once and imported by every end.
+
+Event records mirror the C structs in bpf/memo.h (tests/collector/test_contract.py checks that they
+agree); the collector adds the fields it resolves in user space (exe, argv, cgroup path, file path).
+API models are what the inference service serves and the prefetcher and the CLI read.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+API_VERSION = "v1"
+EVENTS_PATH = "/v1/events"
+FEEDBACK_PATH = "/v1/feedback"
+PREDICTIONS_PATH = "/v1/predictions"
+
+MAX_BATCH_EVENTS = 10_000
+"""Largest batch the inference service accepts; the collector never sends more."""
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ts_ns: int = Field(ge=0, description="CLOCK_MONOTONIC (bpf_ktime_get_ns) nanoseconds")
+    pid: int = Field(ge=0)
+
+
+class ExecEvent(_Record):
+    """A successful execve: one per sched:sched_process_exec."""
+
+    type: Literal["exec"] = "exec"
+    ppid: int = Field(ge=0)
+    uid: int = Field(ge=0)
+    cgroup_id: int = Field(ge=0)
+    comm: str
+    filename: str
+    # Resolved by the collector (empty when the process was gone before it looked).
+    exe: str = ""
+    argv: list[str] = Field(default_factory=list)
+    cgroup_path: str = ""
+    wall_ts: float = Field(0.0, description="Unix time (s) of the event, for time-of-day context")
+
+
+class ForkEvent(_Record):
+    """A new process (not a thread): pid is the child, ppid the parent."""
+
+    type: Literal["fork"] = "fork"
+    ppid: int = Field(ge=0)
+    uid: int = Field(ge=0)
+    comm: str
+
+
+class ExitEvent(_Record):
+    """A process (thread-group leader) exit with the counters gathered in the kernel over its life."""
+
+    type: Literal["exit"] = "exit"
+    exit_code: int
+    minflt: int = Field(ge=0)
+    majflt: int = Field(ge=0)
+    swapin: int = Field(ge=0)
+
+
+class FaultsEvent(_Record):
+    """Page-fault counts of a live process since its previous faults record (periodic)."""
+
+    type: Literal["faults"] = "faults"
+    minflt: int = Field(ge=0)
+    majflt: int = Field(ge=0)
+
+
+class PageCacheEvent(_Record):
+    """Pages a process brought into the page cache during its launch window (its launch profile)."""
+
+    type: Literal["pagecache"] = "pagecache"
+    dev: int = Field(ge=0)
+    ino: int = Field(ge=0)
+    index: int = Field(ge=0, description="first page index in the file")
+    nr_pages: int = Field(ge=1)
+    path: str = Field("", description="resolved by the collector; empty if unknown")
+
+
+class SwapinEvent(_Record):
+    """Swap-ins of a process since its previous swapin record."""
+
+    type: Literal["swapin"] = "swapin"
+    memcg_id: int = Field(ge=0)
+    count: int = Field(ge=1)
+
+
+class LostEvent(_Record):
+    """Records the kernel could not deliver (ring buffer full): counted, never silent."""
+
+    type: Literal["lost"] = "lost"
+    count: int = Field(ge=1)
+
+
+Event = Annotated[
+    ExecEvent | ForkEvent | ExitEvent | FaultsEvent | PageCacheEvent | SwapinEvent | LostEvent,
+    Field(discriminator="type"),
+]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+EVENT_TYPES = ("exec", "fork", "exit", "faults", "pagecache", "swapin", "lost")
+
+
+class EventBatch(BaseModel):
+    """What the collector POSTs to /v1/events. (source_id, seq) makes delivery idempotent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    seq: int = Field(ge=0, description="per-source batch number, increasing by one per batch")
+    events: list[Event] = Field(max_length=MAX_BATCH_EVENTS)
+
+
+class EventAck(BaseModel):
+    source_id: str
+    seq: int = Field(description="highest batch sequence number stored for this source")
+    accepted: int = Field(description="events stored by this request (0 for a duplicate)")
+    duplicate: bool
+
+
+# ---------------------------------------------------------------- predictions and profiles
+
+
+class Prediction(BaseModel):
+    app: str
+    probability: float = Field(ge=0.0, le=1.0)
+    horizon_s: float = Field(ge=0.0, description="expected seconds until the launch")
+    profile_bytes: int = Field(ge=0, description="bytes in the app's launch profile")
+    models: dict[str, float] = Field(default_factory=dict, description="each model's score, to explain")
+
+
+class Predictions(BaseModel):
+    uid: int
+    generated_at: float = Field(description="Unix time (s)")
+    last_app: str | None = None
+    predictions: list[Prediction]
+
+
+class ProfileRange(BaseModel):
+    path: str
+    offset: int = Field(ge=0, description="bytes")
+    length: int = Field(ge=1, description="bytes")
+
+
+class AppProfile(BaseModel):
+    app: str
+    launches: int = Field(ge=0, description="launches the profile was learnt from")
+    bytes: int = Field(ge=0)
+    ranges: list[ProfileRange]
+
+
+class AppInfo(BaseModel):
+    app: str
+    launches: int
+    last_seen: float | None
+    profile_bytes: int
+
+
+class FeedbackItem(BaseModel):
+    """What one prefetcher action was worth, reported once its outcome is known."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    app: str = Field(min_length=1)
+    uid: int = Field(ge=0)
+    action: Literal["pagecache", "swapin", "swappiness"]
+    ts: float = Field(description="Unix time (s) of the action")
+    bytes_prefetched: int = Field(0, ge=0)
+    bytes_used: int = Field(0, ge=0, description="prefetched bytes the launch then used (hit)")
+    bytes_wasted: int = Field(0, ge=0, description="prefetched bytes evicted or never used")
+    launched: bool = Field(False, description="the app was launched within the horizon")
+
+
+class FeedbackBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[FeedbackItem] = Field(max_length=MAX_BATCH_EVENTS)
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    service: str
+    version: str
+    uptime_s: float
+    detail: dict[str, str | int | float | bool] = Field(default_factory=dict)
