@@ -121,6 +121,15 @@ class EventAck(BaseModel):
     duplicate: bool
 
 
+class SourceStats(BaseModel):
+    """GET /v1/sources: what the service holds from each collector (tests check delivery with it)."""
+
+    source_id: str
+    seq: int = Field(description="highest batch sequence number stored")
+    batches: int
+    events: int
+
+
 # ---------------------------------------------------------------- predictions and profiles
 
 
