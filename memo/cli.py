@@ -20,6 +20,7 @@ examples:
   memo eval --input ../shared/data/sea-dev.csv         # replay a trace, print accuracy per model
   memo eval --input trace.csv --json --plot out.png    # machine-readable result and a bar chart
   memo config                                          # the configuration in force, as JSON
+  memo config --toml > /etc/memo/memo.toml             # a documented config file to edit
 """
 
 # name -> (module:function that adds the subparser's arguments and returns its handler, help)
@@ -29,7 +30,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    print(json.dumps(memo_config.load().model_dump(mode="json"), indent=2))
+    cfg = memo_config.load()
+    print(memo_config.render_toml(cfg) if args.toml else json.dumps(cfg.model_dump(mode="json"), indent=2))
     return 0
 
 
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"memo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     cfg = sub.add_parser("config", help="print the configuration in force")
+    cfg.add_argument("--toml", action="store_true", help="as a commented TOML file (deploy/memo.toml)")
     cfg.set_defaults(handler=_cmd_config)
     for name, (target, help_text) in SUBCOMMANDS.items():
         module_name, func_name = target.split(":")

@@ -7,6 +7,7 @@ deploy/memo.toml documents every key with its default.
 
 from __future__ import annotations
 
+import json
 import os
 from functools import cache
 from pathlib import Path
@@ -48,46 +49,47 @@ class PathsConfig(BaseModel):
 class CollectorConfig(BaseModel):
     source_id: str = Field("", description="identity of this collector's stream; empty = hostname")
     launch_window_s: float = Field(10.0, gt=0, description="seconds after exec that page-cache adds count")
-    batch_max_events: int = Field(2000, ge=1, le=10_000)
+    batch_max_events: int = Field(2000, ge=1, le=10_000, description="most events in one batch sent")
     flush_interval_s: float = Field(0.2, gt=0, description="longest an event waits before it is sent")
     faults_interval_s: float = Field(5.0, gt=0, description="period of per-process fault records")
     spool_max_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024, description="on-disk spool bound")
     ringbuf_pages: int = Field(1024, ge=16, description="ring buffer size in pages (power of two)")
-    bpf_pin_dir: Path = Path("/sys/fs/bpf/memo")
+    bpf_pin_dir: Path = Field(Path("/sys/fs/bpf/memo"), description="where programs and maps are pinned")
     keep_pins: bool = Field(False, description="leave programs and maps pinned after exit")
 
 
 class InferenceConfig(BaseModel):
-    host: str = "127.0.0.1"
-    port: int = Field(8077, ge=0, le=65535)
-    socket_mode: int = Field(0o660, description="mode of the Unix socket")
+    host: str = Field("127.0.0.1", description="read-only HTTP API address (keep it on loopback)")
+    port: int = Field(8077, ge=0, le=65535, description="read-only HTTP API port (0 = any free port)")
+    socket_mode: int = Field(0o660, description="mode of the Unix socket (432 = 0o660)")
     socket_group: str = Field("memo", description="group owning the socket, if it exists")
     models: list[str] = Field(
         default_factory=lambda: ["mfu", "mru", "markov", "ppm", "lstm", "llm"],
         description="predictors that join the ensemble",
     )
-    default_k: int = Field(5, ge=1, le=100)
+    default_k: int = Field(5, ge=1, le=100, description="predictions returned when k is not given")
     ignore: list[str] = Field(default_factory=list, description="apps never counted as launches (globs)")
     allow: list[str] = Field(default_factory=list, description="apps always counted as launches (globs)")
 
 
 class LLMConfig(BaseModel):
-    backend: Literal["auto", "engine", "remote", "off"] = "auto"
+    backend: Literal["auto", "engine", "remote", "off"] = Field(
+        "auto", description="auto = in-process vLLM engine when installed, else off")
     model: str = Field("", description="model directory or name; empty = the converted SmolLM2")
     url: str = Field("", description="remote vLLM OpenAI-compatible server, for backend=remote")
-    timeout_s: float = Field(5.0, gt=0)
-    max_concurrency: int = Field(1, ge=1)
+    timeout_s: float = Field(5.0, gt=0, description="an LLM call slower than this is dropped")
+    max_concurrency: int = Field(1, ge=1, description="LLM calls in flight at once")
 
 
 class PrefetcherConfig(BaseModel):
-    poll_interval_s: float = Field(1.0, gt=0)
+    poll_interval_s: float = Field(1.0, gt=0, description="seconds between prefetch cycles")
     min_probability: float = Field(0.2, ge=0, le=1, description="act only on predictions above this")
     budget_share: float = Field(0.1, gt=0, le=1, description="share of MemAvailable usable per cycle")
-    per_app_cap_bytes: int = Field(100 * 1024 * 1024, ge=0)
+    per_app_cap_bytes: int = Field(100 * 1024 * 1024, ge=0, description="most bytes read ahead per program")
     psi_some_avg10_max: float = Field(10.0, ge=0, description="do nothing above this memory pressure")
-    swappiness_low: int = Field(10, ge=0, le=200)
-    madv_cold: bool = False
-    dry_run: bool = False
+    swappiness_low: int = Field(10, ge=0, le=200, description="swappiness set for soon-used cgroups")
+    madv_cold: bool = Field(False, description="MADV_COLD processes predicted idle for long")
+    dry_run: bool = Field(False, description="log what would be done, do nothing")
 
 
 class Config(BaseSettings):
@@ -100,7 +102,7 @@ class Config(BaseSettings):
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     prefetcher: PrefetcherConfig = Field(default_factory=PrefetcherConfig)
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
 
     @classmethod
     def settings_customise_sources(
@@ -135,3 +137,32 @@ def load(**overrides: Any) -> Config:
 def get() -> Config:
     """The process-wide Config, read once."""
     return load()
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def render_toml(cfg: Config | None = None) -> str:
+    """The configuration as a commented TOML file: every key, its value and what it means."""
+    cfg = cfg or load()
+    out = ["# MEMO configuration. Every key with its default; environment overrides: MEMO_<SECTION>__<KEY>."]
+    top = [(n, f) for n, f in Config.model_fields.items() if not isinstance(getattr(cfg, n), BaseModel)]
+    for name, field in top:
+        out += [f"# {field.description or name}", f"{name} = {_toml_value(getattr(cfg, name))}"]
+    for section, field in Config.model_fields.items():
+        model = getattr(cfg, section)
+        if not isinstance(model, BaseModel):
+            continue
+        out += ["", f"[{section}]"]
+        for key, sub in type(model).model_fields.items():
+            if sub.description:
+                out.append(f"# {sub.description}")
+            out.append(f"{key} = {_toml_value(getattr(model, key))}")
+    return "\n".join(out) + "\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +45,21 @@ class Predictor(ABC):
     @abstractmethod
     def rank(self, ctx: Context, k: int) -> list[Scored]:
         """The k most likely next launches, best first. Must be fast: it is on the request path."""
+
+    def train_pending(self) -> bool:
+        """Do deferred (background) learning; True if any was done. Most predictors learn in observe."""
+        return False
+
+    @abstractmethod
+    def get_state(self) -> dict[str, Any]:
+        """Everything learned, as plain msgpack-able values (str keys, lists, numbers, bytes)."""
+
+    @abstractmethod
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore what ``get_state`` returned; ``rank`` then answers exactly as before."""
+
+
+def top_scored(scores: dict[str, float], k: int) -> list[Scored]:
+    """The k best of ``scores`` as Scored, best first; ties broken by name so that runs repeat."""
+    best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+    return [Scored(app, score) for app, score in best]

@@ -35,3 +35,21 @@ def test_missing_explicit_file(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEMO_CONFIG", "/nonexistent/memo.toml")
     with pytest.raises(FileNotFoundError, match="MEMO_CONFIG"):
         config.load()
+
+
+def test_deploy_file_documents_every_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """deploy/memo.toml is `memo config --toml`: it parses, and it names and explains every key."""
+    import tomllib
+
+    path = Path(__file__).resolve().parents[2] / "deploy" / "memo.toml"
+    monkeypatch.setenv("MEMO_CONFIG", str(path))
+    cfg = config.load()
+    doc = tomllib.loads(path.read_text())
+    for section, field in config.Config.model_fields.items():
+        value = getattr(cfg, section)
+        if isinstance(value, config.BaseModel):
+            for key, sub in type(value).model_fields.items():
+                assert key in doc[section], f"deploy/memo.toml lacks [{section}] {key}"
+                assert sub.description, f"{section}.{key} has no description"
+        else:
+            assert section in doc and field.description

@@ -1,0 +1,145 @@
+"""What the kernel cannot cheaply tell: exe path, argv, cgroup path, and (dev, ino) -> file path.
+
+Read from /proc as soon as a record arrives; a process that is already gone leaves the field empty
+(short-lived helpers often are). File names come from openat records of launching processes and
+from /proc/PID/maps (mmapped libraries), looked up by the kernel's (dev, ino).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from memo.contract import ExecEvent, PageCacheEvent
+
+PROC = Path("/proc")
+MAX_FILES = 65536
+MAPS_RESCAN_S = 1.0
+
+
+def kernel_dev(st_dev: int) -> int:
+    """stat()'s st_dev in the kernel's internal encoding (major << 20 | minor), as tracepoints give."""
+    return (os.major(st_dev) << 20) | os.minor(st_dev)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def exe(pid: int) -> str:
+    try:
+        return os.readlink(PROC / str(pid) / "exe")
+    except OSError:
+        return ""
+
+
+def argv(pid: int) -> list[str]:
+    raw = _read(PROC / str(pid) / "cmdline")
+    return [a.decode("utf-8", "replace") for a in raw.split(b"\0")[:-1]] if raw else []
+
+
+def cgroup_path(pid: int) -> str:
+    """The v2 path if the process has one, else the v1 memory controller's (what MEMO acts on)."""
+    lines = _read(PROC / str(pid) / "cgroup").decode("utf-8", "replace").splitlines()
+    by_ctl = {}
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            for ctl in parts[1].split(",") or [""]:
+                by_ctl[ctl] = parts[2]
+    return by_ctl.get("memory") or by_ctl.get("", "")
+
+
+class FileIndex:
+    """A bounded (dev, ino) -> path map fed by openat records and /proc/PID/maps."""
+
+    def __init__(self, limit: int = MAX_FILES) -> None:
+        self._paths: OrderedDict[tuple[int, int], str] = OrderedDict()
+        self._limit = limit
+        self._maps_scanned: dict[int, float] = {}
+
+    def _put(self, key: tuple[int, int], path: str) -> None:
+        self._paths[key] = path
+        self._paths.move_to_end(key)
+        while len(self._paths) > self._limit:
+            self._paths.popitem(last=False)
+
+    def learn_open(self, pid: int, fd: int, filename: str) -> None:
+        """A file opened by pid. Two self-consistent guesses, both kept: what the fd points to now
+        (it may have been closed and reused since), and the name it was opened by (resolved
+        against the process's cwd; the file may have been renamed since)."""
+        fd_link = PROC / str(pid) / "fd" / str(fd)
+        try:
+            real = os.readlink(fd_link)
+            st = os.stat(fd_link)
+            if real.startswith("/"):
+                self._put((kernel_dev(st.st_dev), st.st_ino), real.removesuffix(" (deleted)"))
+        except OSError:
+            pass
+        try:
+            if not filename.startswith("/"):
+                filename = os.path.join(os.readlink(PROC / str(pid) / "cwd"), filename)
+            st = os.stat(filename)
+            self._put((kernel_dev(st.st_dev), st.st_ino), os.path.normpath(filename))
+        except OSError:
+            pass
+
+    def learn_file(self, path: str) -> None:
+        """A file known by name (an exec'd binary: execve reads it without an openat)."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        self._put((kernel_dev(st.st_dev), st.st_ino), path)
+
+    def learn_maps(self, pid: int, force: bool = False) -> None:
+        """File mappings of pid (at most once per MAPS_RESCAN_S per pid unless forced)."""
+        now = time.monotonic()
+        if not force and now - self._maps_scanned.get(pid, 0.0) < MAPS_RESCAN_S:
+            return
+        self._maps_scanned[pid] = now
+        if len(self._maps_scanned) > 4096:
+            self._maps_scanned = {p: t for p, t in self._maps_scanned.items() if now - t < MAPS_RESCAN_S}
+        for line in _read(PROC / str(pid) / "maps").decode("utf-8", "replace").splitlines():
+            parts = line.split(None, 5)
+            if len(parts) < 6 or not parts[5].startswith("/") or parts[4] == "0":
+                continue
+            major, minor = (int(x, 16) for x in parts[3].split(":"))
+            self._put(((major << 20) | minor, int(parts[4])), parts[5].removesuffix(" (deleted)"))
+
+    def path(self, dev: int, ino: int) -> str:
+        return self._paths.get((dev, ino), "")
+
+
+class Enricher:
+    """Fills the collector-side fields of exec and pagecache events."""
+
+    def __init__(self) -> None:
+        self.files = FileIndex()
+
+    def exec(self, ev: ExecEvent) -> ExecEvent:
+        """Fill exe, argv, cgroup; learn the new image's files (binary, loader, libraries mapped so
+        far), whose pages execve itself reads before any openat could name them."""
+        path = exe(ev.pid)
+        self.files.learn_file(path or ev.filename)
+        self.files.learn_maps(ev.pid, force=True)
+        return ev.model_copy(update={
+            "exe": path, "argv": argv(ev.pid), "cgroup_path": cgroup_path(ev.pid),
+            "wall_ts": wall_time(ev.ts_ns)})
+
+    def pagecache(self, ev: PageCacheEvent) -> PageCacheEvent:
+        path = self.files.path(ev.dev, ev.ino)
+        if not path:
+            self.files.learn_maps(ev.pid)
+            path = self.files.path(ev.dev, ev.ino)
+        return ev.model_copy(update={"path": path}) if path else ev
+
+
+def wall_time(ts_ns: int) -> float:
+    """CLOCK_MONOTONIC ns (bpf_ktime_get_ns) -> Unix time."""
+    return time.time() - (time.monotonic_ns() - ts_ns) / 1e9

@@ -1,0 +1,54 @@
+"""Kernel records (bcc-reflected ctypes from bpf/memo.h) -> the contract's event models.
+
+One converter per ring buffer; the field names are the C struct's, checked against memo/contract.py
+by tests/collector/test_contract.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from memo.contract import ExecEvent, ExitEvent, ForkEvent, PageCacheEvent, SwapinEvent
+
+
+def _str(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def exec_event(r: Any) -> ExecEvent:
+    return ExecEvent(ts_ns=r.ts_ns, pid=r.pid, ppid=r.ppid, uid=r.uid, cgroup_id=r.cgroup_id,
+                     comm=_str(r.comm), filename=_str(r.filename))
+
+
+def fork_event(r: Any) -> ForkEvent:
+    return ForkEvent(ts_ns=r.ts_ns, pid=r.pid, ppid=r.ppid, uid=r.uid, comm=_str(r.comm))
+
+
+def exit_event(r: Any) -> ExitEvent:
+    return ExitEvent(ts_ns=r.ts_ns, pid=r.pid, exit_code=r.exit_code, minflt=r.minflt,
+                     majflt=r.majflt, swapin=r.swapin)
+
+
+def pagecache_event(r: Any) -> PageCacheEvent:
+    return PageCacheEvent(ts_ns=r.ts_ns, pid=r.pid, dev=r.dev, ino=r.ino, index=r.index,
+                          nr_pages=max(1, r.nr_pages))
+
+
+def swapin_event(r: Any) -> SwapinEvent:
+    return SwapinEvent(ts_ns=r.ts_ns, pid=r.pid, memcg_id=r.memcg_id, count=r.count)
+
+
+# ring buffer -> converter (open_events is handled by the enricher, not converted)
+CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "exec_events": exec_event,
+    "fork_events": fork_event,
+    "exit_events": exit_event,
+    "page_events": pagecache_event,
+    "swap_events": swapin_event,
+}
+
+
+def open_record(r: Any) -> tuple[int, int, str]:
+    """(pid, fd, filename) of a memo_open record."""
+    return r.pid, r.fd, _str(r.filename)

@@ -1,0 +1,103 @@
+"""Delivers spooled batches to the inference service over its Unix socket, oldest first.
+
+At-least-once: a batch leaves the spool only when an EventAck covers its seq; the service
+de-duplicates on (source_id, seq), so a retry after a lost reply is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from collector.spool import Spool, Spooled
+from memo.contract import EVENTS_PATH, EventAck
+
+log = logging.getLogger(__name__)
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per POST is noise
+BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+class Sender(threading.Thread):
+    def __init__(self, spool: Spool, socket: Path, timeout_s: float = 10.0) -> None:
+        super().__init__(name="memo-sender", daemon=True)
+        self.spool = spool
+        self.socket = socket
+        self._client = httpx.Client(transport=httpx.HTTPTransport(uds=str(socket)),
+                                    base_url="http://memo-inference", timeout=timeout_s)
+        self._wake = threading.Event()
+        self._halt = threading.Event()
+        self._down_since: float | None = None
+        self.delivered_batches = 0
+        self.delivered_events = 0
+        self.duplicates = 0
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def _post(self, item: Spooled) -> bool:
+        try:
+            r = self._client.post(EVENTS_PATH, content=item.path.read_bytes(),
+                                  headers={"content-type": "application/json"})
+            if r.status_code >= 500 or r.status_code in (408, 429, 503):
+                raise httpx.HTTPStatusError(f"HTTP {r.status_code}", request=r.request, response=r)
+            if r.status_code >= 400:
+                # The service refuses this batch for good (it would refuse every retry): log, drop.
+                log.error("inference rejected batch %d: HTTP %d %s", item.seq, r.status_code, r.text[:500])
+                return True
+            ack = EventAck.model_validate_json(r.content)
+        except (httpx.HTTPError, OSError, ValueError) as exc:
+            if self._down_since is None:
+                self._down_since = time.monotonic()
+                log.warning("inference unreachable at %s (%s): spooling batches in %s", self.socket,
+                            exc, self.spool.dir)
+            return False
+        if ack.seq < item.seq:
+            log.error("ack for batch %d covers only seq %d; retrying", item.seq, ack.seq)
+            return False
+        if self._down_since is not None:
+            log.info("inference is back after %.1f s; replaying the spool",
+                     time.monotonic() - self._down_since)
+            self._down_since = None
+        self.delivered_batches += 1
+        self.delivered_events += ack.accepted
+        self.duplicates += ack.duplicate
+        return True
+
+    def run(self) -> None:
+        failures = 0
+        while not self._halt.is_set():
+            items = self.spool.pending()
+            if not items:
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            for item in items:
+                if self._halt.is_set():
+                    break
+                if self._post(item):
+                    self.spool.remove(item)
+                    failures = 0
+                else:
+                    failures += 1
+                    self._halt.wait(BACKOFF_S[min(failures, len(BACKOFF_S)) - 1])
+                    break
+
+    def drain(self, timeout_s: float) -> bool:
+        """Give the queue up to timeout_s to empty, then stop; True if nothing is left."""
+        deadline = time.monotonic() + timeout_s
+        self.notify()
+        while self.spool.pending() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._halt.set()
+        self._wake.set()
+        self.join(timeout=max(1.0, deadline - time.monotonic()))
+        self._client.close()
+        left = self.spool.pending()
+        if left:
+            log.warning("%d batches left in the spool %s; they are sent on the next start", len(left),
+                        self.spool.dir)
+        return not left

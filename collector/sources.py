@@ -1,0 +1,238 @@
+"""Where events come from: the eBPF programs (preferred) or the proc connector (fallback).
+
+A source runs in the caller's thread until `stop` is set and hands lists of contract events,
+oldest first, to `emit`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from collector import enrich, loader, records
+from collector.batch import coalesce
+from memo.config import CollectorConfig
+from memo.contract import Event, ExecEvent, ExitEvent, FaultsEvent, ForkEvent, LostEvent, PageCacheEvent
+
+log = logging.getLogger(__name__)
+Emit = Callable[[list[Event]], None]
+POLL_MS = 100
+NAME_WAIT_NS = 500_000_000
+"""How long a page-cache record without a file name waits for the open or exec record that names it
+(they travel in other ring buffers and can land in a later poll round)."""
+
+
+class Source(Protocol):
+    def start(self, stop: threading.Event) -> None: ...
+    def run(self, emit: Emit, stop: threading.Event, tick: Callable[[], None] = ...) -> None: ...
+    def close(self) -> None: ...
+
+
+class BPFSource:
+    """Polls the ring buffers; sweeps the `counts` map into faults records and `lost` into lost."""
+
+    def __init__(self, cfg: CollectorConfig, force_swap_source: str | None = None) -> None:
+        self.cfg = cfg
+        self.loaded = loader.load(cfg, force_swap_source)
+        self.enricher = enrich.Enricher()
+        self._pending: list[Event] = []
+        self._held: list[Event] = []
+        self._faults_seen: dict[int, tuple[int, int]] = {}
+        self._lost_seen = 0
+        b = self.loaded.bpf
+        for ring, convert in records.CONVERTERS.items():
+            b[ring].open_ring_buffer(self._callback(ring, convert))
+        b["open_events"].open_ring_buffer(self._on_open)
+
+    def start(self, stop: threading.Event) -> None:
+        """Nothing to do: the programs are attached once the constructor returns."""
+
+    def _callback(self, ring: str, convert: Callable[[Any], Event]) -> Callable[[Any, Any, int], int]:
+        table = self.loaded.bpf[ring]
+
+        def cb(_ctx: Any, data: Any, _size: int) -> int:
+            self._pending.append(convert(table.event(data)))
+            return 0
+
+        return cb
+
+    def _on_open(self, _ctx: Any, data: Any, _size: int) -> int:
+        pid, fd, name = records.open_record(self.loaded.bpf["open_events"].event(data))
+        self.enricher.files.learn_open(pid, fd, name)
+        return 0
+
+    def _sweep_faults(self) -> list[Event]:
+        """Per-process fault deltas since the last sweep; entries of processes that are gone (their
+        exit record was missed or raced a late fold) are deleted so the map cannot fill up."""
+        now = time.monotonic_ns()
+        out: list[Event] = []
+        seen: dict[int, tuple[int, int]] = {}
+        table = self.loaded.bpf["counts"]
+        gone = []
+        for k, v in table.items():
+            pid, cur = k.value, (v.faults, v.majflt)
+            if not os.path.exists(f"/proc/{pid}"):
+                gone.append(k)
+                continue
+            seen[pid] = cur
+            old = self._faults_seen.get(pid, (0, 0))
+            d_all, d_maj = cur[0] - old[0], cur[1] - old[1]
+            if d_all > 0 or d_maj > 0:
+                out.append(FaultsEvent(ts_ns=now, pid=pid, minflt=max(0, d_all - d_maj),
+                                       majflt=max(0, d_maj)))
+        for k in gone:
+            try:
+                del table[k]
+            except KeyError:
+                pass
+        self._faults_seen = seen
+        return out
+
+    def lost_total(self) -> int:
+        return int(self.loaded.bpf["lost"].sum(0).value)
+
+    def _sweep_lost(self) -> list[Event]:
+        total = self.lost_total()
+        if total <= self._lost_seen:
+            return []
+        ev = LostEvent(ts_ns=time.monotonic_ns(), pid=0, count=total - self._lost_seen)
+        self._lost_seen = total
+        log.warning("ring buffers full: %d records lost", ev.count)
+        return [ev]
+
+    def _drain(self, emit: Emit, extra: list[Event], final: bool = False) -> None:
+        events, self._pending = self._pending + extra, []
+        if not events:
+            return
+        events.sort(key=lambda e: e.ts_ns)
+        # Execs first: execve reads the binary's pages before its exec record, and learning the
+        # exec'd files is what names those pages.
+        events = [self.enricher.exec(ev) if isinstance(ev, ExecEvent) else ev for ev in events]
+        waited = time.monotonic_ns() - NAME_WAIT_NS
+        out: list[Event] = []
+        for ev in events:
+            if isinstance(ev, PageCacheEvent) and not ev.path:
+                ev = self.enricher.pagecache(ev)
+                if not ev.path and ev.ts_ns > waited and not final:
+                    self._held.append(ev)
+                    continue
+            out.append(ev)
+        self._pending, self._held = self._held + self._pending, []
+        if out:
+            emit(coalesce(out))
+
+    def run(self, emit: Emit, stop: threading.Event, tick: Callable[[], None] = lambda: None) -> None:
+        b = self.loaded.bpf
+        next_faults = time.monotonic() + self.cfg.faults_interval_s
+        while not stop.is_set():
+            b.ring_buffer_poll(POLL_MS)
+            extra = self._sweep_lost()
+            if time.monotonic() >= next_faults:
+                next_faults += self.cfg.faults_interval_s
+                extra += self._sweep_faults()
+            self._drain(emit, extra)
+            tick()
+        b.ring_buffer_consume()
+        self._drain(emit, self._sweep_lost(), final=True)
+
+    def close(self) -> None:
+        loader.close(self.loaded, self.cfg.keep_pins)
+
+
+def _proc_field(pid: int, name: str, key: str) -> str:
+    try:
+        for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return line.split(":", 1)[1].split()[0]
+    except OSError:
+        pass
+    return "0"
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+class ProcConnectorSource:
+    """exec/fork/exit from the kernel's proc connector (netlink), for when eBPF cannot load.
+
+    Fields only the kernel programs know (cgroup id, fault and swap-in counts) are zero here.
+    """
+
+    def __init__(self) -> None:
+        from pyroute2 import ProcEventSocket
+
+        self._sock_cls = ProcEventSocket
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self.enricher = enrich.Enricher()
+
+    def _convert(self, msg: Any) -> Event | None:
+        kind, ts = msg["event"].removeprefix("PROC_EVENT_"), msg["timestamp_ns"]
+        if kind == "EXEC":
+            pid = msg["process_tgid"]
+            ev = ExecEvent(ts_ns=ts, pid=pid, ppid=int(_proc_field(pid, "status", "PPid")),
+                           uid=int(_proc_field(pid, "status", "Uid")), cgroup_id=0, comm=_comm(pid),
+                           filename=enrich.exe(pid))
+            return self.enricher.exec(ev)
+        if kind == "FORK" and msg["child_pid"] == msg["child_tgid"]:
+            pid = msg["child_tgid"]
+            return ForkEvent(ts_ns=ts, pid=pid, ppid=msg["parent_tgid"],
+                             uid=int(_proc_field(pid, "status", "Uid")), comm=_comm(pid))
+        if kind == "EXIT" and msg["process_pid"] == msg["process_tgid"]:
+            code = msg["exit_code"]
+            return ExitEvent(ts_ns=ts, pid=msg["process_tgid"],
+                             exit_code=-(code & 0x7F) if code & 0x7F else (code >> 8) & 0xFF,
+                             minflt=0, majflt=0, swapin=0)
+        return None
+
+    def start(self, stop: threading.Event, timeout_s: float = 5.0) -> None:
+        """Subscribe in a reader thread (pyroute2 wants get() in the thread that made the socket)
+        and return once the kernel delivers to it, so that no event after start() is missed."""
+        subscribed = threading.Event()
+        failure: list[BaseException] = []
+
+        def reader() -> None:
+            try:
+                sock = self._sock_cls()
+                sock.bind()
+                sock.control(listen=True)
+            except BaseException as exc:  # reported by start()
+                failure.append(exc)
+                subscribed.set()
+                return
+            subscribed.set()
+            while not stop.is_set():
+                for msg in sock.get():
+                    self._queue.put(msg)
+
+        threading.Thread(target=reader, name="memo-proc-connector", daemon=True).start()
+        if not subscribed.wait(timeout_s) or failure:
+            raise RuntimeError(f"proc connector unavailable: {failure[0] if failure else 'timeout'}")
+
+    def run(self, emit: Emit, stop: threading.Event, tick: Callable[[], None] = lambda: None) -> None:
+        """Convert what the reader queued and emit it every POLL_MS."""
+        while not stop.is_set():
+            batch: list[Event] = []
+            deadline = time.monotonic() + POLL_MS / 1000
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    ev = self._convert(self._queue.get(timeout=left))
+                except queue.Empty:
+                    break
+                if ev is not None:
+                    batch.append(ev)
+            if batch:
+                emit(batch)
+            tick()
+
+    def close(self) -> None:
+        pass

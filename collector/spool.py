@@ -1,0 +1,101 @@
+"""A bounded on-disk spool of sealed batches, oldest first: nothing is lost while the inference
+service is down or restarting, and a collector restart resumes both the queue and the sequence.
+
+Layout under <data_dir>/spool/<source_id>/: one `<seq:012d>-<events>.json` per unacknowledged
+EventBatch, and `next_seq`. Files are written to a temporary name and renamed, so a crash leaves
+either a whole batch or none.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from memo.contract import Event, EventBatch, LostEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Spooled:
+    seq: int
+    events: int
+    path: Path
+
+
+def _parse(path: Path) -> Spooled | None:
+    try:
+        seq, events = path.stem.split("-")
+        return Spooled(int(seq), int(events), path)
+    except ValueError:
+        return None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Spool:
+    def __init__(self, root: Path, source_id: str, max_bytes: int) -> None:
+        self.dir = root / "spool" / source_id
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.source_id = source_id
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._dropped_events = 0
+        items = self.pending()
+        try:
+            stored = int((self.dir / "next_seq").read_text())
+        except (OSError, ValueError):
+            stored = 0
+        self._next_seq = max([stored] + [s.seq + 1 for s in items])
+        self._bytes = sum(s.path.stat().st_size for s in items)
+        if items:
+            log.info("spool: %d unacknowledged batches from a previous run in %s", len(items), self.dir)
+
+    def pending(self) -> list[Spooled]:
+        items = (_parse(p) for p in self.dir.glob("*.json"))
+        return sorted((s for s in items if s), key=lambda s: s.seq)
+
+    def append(self, events: list[Event]) -> EventBatch:
+        """Seal events into the next batch on disk (a `lost` record first if the bound dropped any)."""
+        with self._lock:
+            if self._dropped_events:
+                events = [LostEvent(ts_ns=time.monotonic_ns(), pid=0, count=self._dropped_events), *events]
+                self._dropped_events = 0
+            batch = EventBatch(source_id=self.source_id, seq=self._next_seq, events=events)
+            data = batch.model_dump_json().encode()
+            _write_atomic(self.dir / f"{batch.seq:012d}-{len(events)}.json", data)
+            self._next_seq += 1
+            _write_atomic(self.dir / "next_seq", str(self._next_seq).encode())
+            self._bytes += len(data)
+            self._enforce_bound()
+            return batch
+
+    def _enforce_bound(self) -> None:
+        items = self.pending()
+        while self._bytes > self.max_bytes and len(items) > 1:
+            old = items.pop(0)
+            self._bytes -= old.path.stat().st_size
+            old.path.unlink()
+            self._dropped_events += old.events
+            log.error("spool over %d bytes: dropped batch %d (%d events)", self.max_bytes, old.seq,
+                      old.events)
+
+    def remove(self, item: Spooled) -> None:
+        with self._lock:
+            try:
+                self._bytes -= item.path.stat().st_size
+                item.path.unlink()
+            except FileNotFoundError:
+                pass
+

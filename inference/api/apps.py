@@ -1,0 +1,30 @@
+"""GET /v1/apps and /v1/apps/{app}/profile: known programs and their launch profiles."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException
+from fastapi.concurrency import run_in_threadpool
+
+from inference.api.deps import ServiceDep
+from inference.api.schemas import ApiError
+from memo.contract import AppInfo, AppProfile
+
+router = APIRouter(tags=["apps"])
+
+
+@router.get("/v1/apps", response_model=list[AppInfo], summary="Programs launched, with their profile sizes")
+async def get_apps(service: ServiceDep) -> list[AppInfo]:
+    def build() -> list[AppInfo]:
+        return [AppInfo(app=app, launches=n, last_seen=last, profile_bytes=service.profiles.bytes_of(app))
+                for app, n, last in service.store.apps()]
+
+    return await run_in_threadpool(build)
+
+
+@router.get("/v1/apps/{app:path}/profile", response_model=AppProfile, responses={404: {"model": ApiError}},
+            summary="The file ranges an app reads at start (app names contain '/': send it URL-encoded)")
+async def get_profile(app: str, service: ServiceDep) -> AppProfile:
+    profile = await run_in_threadpool(service.profiles.get, app)
+    if profile.launches == 0:
+        raise HTTPException(404, f"no launches of app {app!r} are known")
+    return profile

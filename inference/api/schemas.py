@@ -1,0 +1,46 @@
+"""The service's own response models (the wire contract proper lives in memo.contract)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class ApiError(BaseModel):
+    detail: str = Field(description="what is wrong, for a person")
+    errors: list[dict[str, object]] = Field(default_factory=list, description="validation errors, if any")
+
+
+class ModelScore(BaseModel):
+    name: str
+    score: float = Field(description="the member's own score for the app (0 when it did not rank it)")
+    weights: dict[str, float] = Field(default_factory=dict, description="the ensemble's weights on the "
+                                      "member's features for this user: lp (log-prob), rr (1/rank), top")
+
+
+class Explanation(BaseModel):
+    uid: int
+    app: str
+    rank: int | None = Field(description="the app's place in the user's ranking; null if not ranked")
+    probability: float
+    models: list[ModelScore]
+
+
+class UserInfo(BaseModel):
+    uid: int
+    launches: int
+    last_app: str | None
+
+
+class FeedbackAck(BaseModel):
+    accepted: int
+
+
+class FeedbackSummary(BaseModel):
+    app: str
+    actions: int
+    bytes_prefetched: int
+    bytes_used: int
+    bytes_wasted: int
+    launched: int
+    hit_rate: float = Field(description="bytes used / bytes prefetched")
+    waste_rate: float = Field(description="bytes wasted / bytes prefetched")

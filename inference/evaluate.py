@@ -1,0 +1,328 @@
+"""`memo eval`: replay a `user,ts,app` trace online through the service's own UserModel and score it.
+
+Prequential, per user: predict, then observe, then let the model run whatever background training it
+has due (inline here, a worker thread in the service) — the very code path the service uses. Each
+user's cold start comes from a population prior built from the *other* users' traces (what a service
+already serving other users would know); the user's own launches join it as they happen. Metrics are
+macro-averaged over users. Users are spread over processes (one per core) because each is independent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+EXAMPLES = """\
+examples:
+  memo eval --input ../shared/data/android6.csv                  # table of every predictor's accuracy
+  memo eval --input ../shared/data/sea-dev.csv --json > r.json   # one JSON object on stdout
+  memo eval --input trace.csv --plot accuracy.png                # and a bar chart
+  memo eval --input trace.csv --models markov ppm --users 5      # a subset of models and users
+  memo eval --input trace.csv --head 0.7                         # only each user's first 70% (tuning)
+"""
+
+DEPTH = 20  # rankings are scored this deep: MRR counts a hit below rank 20 as 0
+COLD = 100  # cold start: each user's first 100 launches
+METRICS = ("top1", "top3", "top5", "mrr", "cold_top5", "latency_ms")
+ENSEMBLE = "ensemble"
+
+
+class EvalError(Exception):
+    """A problem with the input that the user can fix; printed without a traceback."""
+
+
+# -- input ----------------------------------------------------------------------------------------
+def _parse_ts(value: str, where: str) -> float | None:
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise EvalError(f"{where}: ts {value!r} is neither ISO-8601 nor Unix seconds") from None
+
+
+def load_trace(path: str | Path) -> dict[str, list[tuple[str, float | None]]]:
+    """Per user, in file order, (app, ts). Raises EvalError naming the file and line of a problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalError(f"no such file: {path}")
+    users: dict[str, list[tuple[str, float | None]]] = {}
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header] != ["user", "ts", "app"]:
+            raise EvalError(f"{path}:1: header must be 'user,ts,app', got {','.join(header or [])!r}")
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            if not row:
+                continue
+            if len(row) != 3:
+                raise EvalError(f"{where}: expected 3 fields (user,ts,app), got {len(row)}")
+            if any("\x00" in x for x in row):  # seen in android6.csv: a logger's NUL padding
+                print(f"memo eval: {where}: ignored NUL bytes in the row", file=sys.stderr)
+                row = [x.replace("\x00", "") for x in row]
+            user, ts, app = (x.strip() for x in row)
+            if not user or not app:
+                raise EvalError(f"{where}: user and app must not be empty")
+            users.setdefault(user, []).append((app, _parse_ts(ts, where)))
+    if not users:
+        raise EvalError(f"{path}: no rows after the header")
+    return users
+
+
+# -- one user's replay -----------------------------------------------------------------------------
+@dataclass
+class Tally:
+    """Sums for one model over one user's launches."""
+
+    n: int = 0
+    hit1: int = 0
+    hit3: int = 0
+    hit5: int = 0
+    rr: float = 0.0
+    cold_n: int = 0
+    cold_hit5: int = 0
+    seconds: float = 0.0
+
+    def add(self, ranking: list[str], truth: str, cold: bool, seconds: float) -> None:
+        r = ranking.index(truth) if truth in ranking else None
+        self.n += 1
+        self.seconds += seconds
+        if r is not None:
+            self.hit1 += r < 1
+            self.hit3 += r < 3
+            self.hit5 += r < 5
+            self.rr += 1.0 / (r + 1)
+        if cold:
+            self.cold_n += 1
+            self.cold_hit5 += r is not None and r < 5
+
+    def metrics(self) -> dict[str, float]:
+        n = max(self.n, 1)
+        return {"top1": self.hit1 / n, "top3": self.hit3 / n, "top5": self.hit5 / n, "mrr": self.rr / n,
+                "cold_top5": self.cold_hit5 / max(self.cold_n, 1), "latency_ms": 1e3 * self.seconds / n}
+
+
+@dataclass
+class _Job:
+    trace: dict[str, list[tuple[str, float | None]]]
+    models: list[str]
+    population: bool
+    head: float
+    progress: Any = None  # a shared multiprocessing counter of replayed launches
+    tallies: dict[str, dict[str, Tally]] = field(default_factory=dict)
+
+
+_JOB: _Job | None = None  # set before the worker processes fork, so the trace is not pickled per user
+
+
+def replay_user(user: str, job: _Job) -> dict[str, Tally]:
+    """Predict-then-observe over one user's launches; a Tally per member and for the ensemble."""
+    from inference.predictors import Context, Launch, Population, UserModel
+
+    others = (seq for u, seq in job.trace.items() if u != user) if job.population else ()
+    pop = Population.from_sequences([a for a, _ in seq] for seq in others)
+    model = UserModel(job.models, pop)
+    launches = job.trace[user]
+    n = max(1, math.ceil(len(launches) * job.head)) if job.head < 1 else len(launches)
+    tallies = {name: Tally() for name in [*model.names, ENSEMBLE]}
+    prev_ts: float | None = None
+    unreported = 0
+    for i, (app, ts) in enumerate(launches[:n]):
+        ctx = Context(now=prev_ts)  # predicting right after the previous launch: no peeking at ts
+        t0 = time.perf_counter()
+        ranked, members = model.predict_detailed(ctx, DEPTH)
+        dt = time.perf_counter() - t0
+        cold = i < COLD
+        tallies[ENSEMBLE].add([r.app for r in ranked], app, cold, dt)
+        for name, lst in members.items():
+            tallies[name].add([s.app for s in lst], app, cold, model.rank_seconds.get(name, 0.0))
+        model.observe(Launch(app, ts))
+        model.train_pending()
+        prev_ts = ts
+        unreported += 1
+        if job.progress is not None and unreported >= 200:
+            with job.progress.get_lock():
+                job.progress.value += unreported
+            unreported = 0
+    if job.progress is not None and unreported:
+        with job.progress.get_lock():
+            job.progress.value += unreported
+    return tallies
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one process per core beats torch's intra-op threads on tiny tensors
+
+
+def _run_one(user: str) -> tuple[str, dict[str, Tally]]:
+    assert _JOB is not None
+    return user, replay_user(user, _JOB)
+
+
+def evaluate(trace: dict[str, list[tuple[str, float | None]]], models: list[str], *, jobs: int = 0,
+             population: bool = True, head: float = 1.0, progress: bool = True) -> dict[str, Any]:
+    """Replay every user and macro-average their metrics: {"models": {name: metrics}, ...}."""
+    global _JOB
+    jobs = jobs or os.cpu_count() or 1
+    users = sorted(trace, key=lambda u: -len(trace[u]))  # longest first: better balance across processes
+    total = sum(max(1, math.ceil(len(trace[u]) * head)) if head < 1 else len(trace[u]) for u in users)
+    t0 = time.perf_counter()
+    results: dict[str, dict[str, Tally]] = {}
+    bar = _progress_bar(total, progress)
+    if jobs <= 1 or len(users) == 1:
+        _worker_init()
+        job = _Job(trace, models, population, head)
+        for u in users:
+            results[u] = replay_user(u, job)
+            bar.update(sum(t.n for t in list(results[u].values())[:1]))
+    else:
+        ctx = mp.get_context("fork")
+        counter = ctx.Value("q", 0)
+        _JOB = _Job(trace, models, population, head, counter)
+        try:
+            with ProcessPoolExecutor(min(jobs, len(users)), mp_context=ctx, initializer=_worker_init) as pool:
+                pending: set[Future] = {pool.submit(_run_one, u) for u in users}
+                while pending:
+                    done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        u, tallies = fut.result()
+                        results[u] = tallies
+                    bar.update(counter.value - bar.n)
+        finally:
+            _JOB = None
+    bar.close()
+    names = list(next(iter(results.values())).keys())
+    macro = {
+        name: {m: sum(results[u][name].metrics()[m] for u in users) / len(users) for m in METRICS}
+        for name in names
+    }
+    return {
+        "models": macro,
+        "users": len(users),
+        "launches": total,
+        "wall_s": round(time.perf_counter() - t0, 2),
+        "per_user": {u: {name: results[u][name].metrics() for name in names} for u in users},
+    }
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="launch", desc="memo eval", file=sys.stderr, disable=not enabled,
+                smoothing=0.1, dynamic_ncols=True)
+
+
+# -- output ---------------------------------------------------------------------------------------
+def render_table(result: dict[str, Any], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("model")
+    for m in METRICS:
+        table.add_column(m, justify="right")
+    for name, met in result["models"].items():
+        cells = [f"{100 * met[m]:.1f}%" if m not in ("mrr", "latency_ms") else f"{met[m]:.3f}"
+                 for m in METRICS]
+        table.add_row(name, *cells, style="bold" if name == ENSEMBLE else None)
+    Console().print(table)
+    print(f"{result['users']} users, {result['launches']} launches, {result['wall_s']:.1f} s; "
+          f"macro-averaged over users; MRR over the top {DEPTH}")
+
+
+def write_plot(result: dict[str, Any], path: str | Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["models"])
+    shown = ("top1", "top3", "top5", "mrr", "cold_top5")
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(names)), 4))
+    width = 0.8 / len(shown)
+    for j, m in enumerate(shown):
+        xs = [i + (j - (len(shown) - 1) / 2) * width for i in range(len(names))]
+        ax.bar(xs, [result["models"][n][m] for n in names], width, label=m)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("fraction (macro-average over users)")
+    ax.set_title(title)
+    ax.legend(ncols=len(shown), fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.08))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# -- command line ---------------------------------------------------------------------------------
+def add_cli(parser: argparse.ArgumentParser) -> None:
+    from inference.predictors import DEFAULT_MODELS
+
+    parser.description = ("Replay a user,ts,app CSV online (predict, then learn) per user through the "
+                          "service's predictors and print top-1/3/5, MRR, cold-start top-5 and latency.")
+    parser.epilog = EXAMPLES
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--input", required=True, metavar="CSV", help="trace with header user,ts,app")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--plot", metavar="PNG", help="write a bar chart of the metrics")
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="NAME",
+                        help=f"ensemble members (default: {' '.join(DEFAULT_MODELS)})")
+    parser.add_argument("--users", type=int, metavar="N", help="only the first N users of the file")
+    parser.add_argument("--jobs", type=int, default=0, metavar="N", help="processes (default: one per core)")
+    parser.add_argument("--head", type=float, default=1.0, metavar="FRACTION",
+                        help="replay only this leading fraction of each user's launches (for tuning)")
+    parser.add_argument("--no-population", action="store_true",
+                        help="start every user from nothing instead of the other users' prior")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.set_defaults(handler=run_cli)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    try:
+        if args.users is not None and args.users < 1:
+            raise EvalError("--users must be at least 1")
+        if not 0 < args.head <= 1:
+            raise EvalError("--head must be in (0, 1]")
+        models = [m for arg in args.models for m in arg.split(",") if m]
+        trace = load_trace(args.input)
+        if args.users:
+            trace = dict(list(trace.items())[: args.users])
+        from inference.predictors import registry
+
+        if not registry.resolve(models):
+            known = ", ".join(sorted(registry.known()))
+            raise EvalError(f"none of the models {models} exists (known: {known})")
+        result = evaluate(trace, models, jobs=args.jobs, population=not args.no_population, head=args.head,
+                          progress=not args.no_progress)
+    except EvalError as exc:
+        print(f"memo eval: {exc}", file=sys.stderr)
+        return 2
+    result["input"] = str(args.input)
+    title = f"memo eval {Path(args.input).name}"
+    if args.plot:
+        write_plot(result, args.plot, title)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        render_table(result, title)
+        if args.plot:
+            print(f"plot: {args.plot}")
+    return 0

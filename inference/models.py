@@ -1,0 +1,263 @@
+"""Per-user models in the live service: launches in, cached predictions out, heavy work off the request path.
+
+Ingest hands new launches to a queue; one *observer* thread scores each launch against the user's
+current ranking (prequential accuracy), lets the model learn it, and refreshes that user's cached
+ranking. A *trainer* thread runs the models' deferred training (the LSTM). GET /v1/predictions reads
+the cache only. Snapshots (every model + the shared population, all at the same launch id) go to the
+store periodically and at shutdown; on start the launches after the snapshot are replayed, so a restart
+gives the same predictions.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from inference.metrics import Metrics
+from inference.predictors import Context, Launch, Population, UserModel
+from inference.segment import NewLaunch
+from inference.store import Store
+from memo.contract import Prediction, Predictions
+
+log = logging.getLogger(__name__)
+
+CACHE_K = 20  # depth of each user's cached ranking; deeper asks are computed on demand
+POPULATION_KEY = "population"
+SNAPSHOT_KEY = "snapshot_launch_id"
+_STOP = object()
+
+
+@dataclass
+class Ranking:
+    """A user's ranking as of their latest launch: what GET /v1/predictions serves."""
+
+    generated_at: float
+    last_app: str | None
+    items: list[Prediction]
+
+
+class Models:
+    def __init__(self, store: Store, names: Sequence[str], metrics: Metrics,
+                 profile_bytes: Callable[[str], int], snapshot_every_s: float = 60.0) -> None:
+        self.store = store
+        self.names = list(names)
+        self.metrics = metrics
+        self.profile_bytes = profile_bytes
+        self.snapshot_every_s = snapshot_every_s
+        self.population = Population()
+        self.users: dict[int, UserModel] = {}
+        self.last_app: dict[int, str] = {}
+        self.gap: dict[int, tuple[float | None, float]] = {}  # uid -> (last ts, EWMA of gaps)
+        self.cache: dict[int, Ranking] = {}
+        self._cold: tuple[int, Ranking] | None = None  # users without a model: the population's ranking
+        self.last_launch_id = 0
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._lock = threading.Lock()  # users, snapshot consistency
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._dirty = False
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        self._restore()
+        for target, name in ((self._observer, "memo-observer"), (self._trainer, "memo-trainer")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def alive(self) -> bool:
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
+    def stop(self) -> None:
+        """Learn what is queued, stop the threads, snapshot."""
+        self._queue.put(_STOP)
+        self._stopping.set()
+        for t in self._threads:
+            t.join(timeout=30)
+        self.snapshot()
+
+    def _restore(self) -> None:
+        data = self.store.get(POPULATION_KEY)
+        if data is not None:
+            self.population = Population.from_bytes(bytes.fromhex(data))
+        snap = int(self.store.get(SNAPSHOT_KEY, 0))
+        for uid, blob, _last in self.store.load_models():
+            try:
+                self.users[uid] = UserModel.from_bytes(blob, self.population)
+            except Exception:  # an unreadable snapshot costs that user's history, not the service
+                log.exception("model of uid %d unreadable; relearning it from its launches", uid)
+                snap = 0
+        if snap == 0:
+            self.users.clear()
+            self.population = Population()
+        self.last_launch_id = snap
+        replay = self.store.launches_after(snap)
+        for lid, uid, app, ts in replay:
+            self._learn(lid, uid, app, ts, score=False)
+        for uid in self.users:
+            self._refresh(uid)
+        self.metrics.users.set(len(self.users))
+        log.info("models: %d users restored at launch %d, %d launches replayed", len(self.users), snap,
+                 len(replay))
+
+    def snapshot(self) -> None:
+        with self._lock:
+            states = [(uid, m.to_bytes(), self.last_launch_id) for uid, m in self.users.items()]
+            pop = self.population.to_bytes().hex()
+            last = self.last_launch_id
+            self._dirty = False
+        self.store.save_models(states)
+        self.store.put(POPULATION_KEY, pop)
+        self.store.put(SNAPSHOT_KEY, last)
+
+    # ---------------------------------------------------------------- learning
+
+    def submit(self, launches: Sequence[NewLaunch]) -> None:
+        if launches:
+            self._queue.put(list(launches))
+
+    def drain(self, timeout: float = 10.0) -> None:
+        """Wait until every submitted launch is learnt (tests, shutdown)."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait(timeout)
+
+    def _model(self, uid: int) -> UserModel:
+        model = self.users.get(uid)
+        if model is None:
+            model = self.users[uid] = UserModel(self.names, self.population)
+            self.metrics.users.set(len(self.users))
+        return model
+
+    def _learn(self, lid: int, uid: int, app: str, ts: float, score: bool = True) -> None:
+        with self._lock:
+            model = self._model(uid)
+            if score:
+                t0 = time.perf_counter()
+                ranked = model.predict(Context(now=ts), 5)
+                self.metrics.model_latency.labels(op="predict").observe(time.perf_counter() - t0)
+                apps = [r.app for r in ranked]
+                self.metrics.score(apps.index(app) + 1 if app in apps else None)
+            t0 = time.perf_counter()
+            model.observe(Launch(app, ts))
+            self.metrics.model_latency.labels(op="observe").observe(time.perf_counter() - t0)
+            last_ts, ewma = self.gap.get(uid, (None, 0.0))
+            if last_ts is not None and ts >= last_ts:
+                ewma = (ts - last_ts) if ewma == 0.0 else 0.8 * ewma + 0.2 * (ts - last_ts)
+            self.gap[uid] = (ts, ewma)
+            self.last_app[uid] = app
+            self.last_launch_id = max(self.last_launch_id, lid)
+            self._dirty = True
+
+    def _observer(self) -> None:
+        last_snap = time.monotonic()
+        while True:
+            try:
+                item = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                return
+            if isinstance(item, threading.Event):
+                item.set()
+            elif isinstance(item, list):
+                uids = set()
+                for launch in item:
+                    self._learn(launch.id, launch.uid, launch.app, launch.wall_ts)
+                    uids.add(launch.uid)
+                for uid in uids:
+                    self._refresh(uid)
+            if self._dirty and time.monotonic() - last_snap >= self.snapshot_every_s:
+                try:
+                    self.snapshot()
+                except Exception:
+                    log.exception("snapshot failed; will retry")
+                last_snap = time.monotonic()
+
+    def _trainer(self) -> None:
+        while not self._stopping.wait(0.5):
+            for uid, model in list(self.users.items()):
+                t0 = time.perf_counter()
+                try:
+                    did = model.train_pending()
+                except Exception:
+                    log.exception("training uid %d failed", uid)
+                    continue
+                if did:
+                    self.metrics.model_latency.labels(op="train").observe(time.perf_counter() - t0)
+                    self._refresh(uid)
+
+    # ---------------------------------------------------------------- predictions
+
+    def _horizon(self, uid: int, p: float) -> float:
+        gap = self.gap.get(uid, (None, 0.0))[1] or 60.0
+        return round(min(gap / max(p, 0.01), 86_400.0), 3)
+
+    def _rank(self, uid: int, k: int) -> Ranking:
+        model = self.users.get(uid)
+        now = time.time()
+        if model is None:  # a user never seen: the population prior alone
+            ranked = [(app, p, {}) for app, p in self.population.top(k)]
+        else:
+            t0 = time.perf_counter()
+            ranked = [(r.app, r.probability, r.models) for r in model.predict(Context(now=now), k)]
+            self.metrics.model_latency.labels(op="predict").observe(time.perf_counter() - t0)
+        items = [Prediction(app=app, probability=min(max(float(p), 0.0), 1.0),
+                            horizon_s=self._horizon(uid, p), profile_bytes=self.profile_bytes(app),
+                            models=dict(models))
+                 for app, p, models in ranked]
+        return Ranking(now, self.last_app.get(uid), items)
+
+    def _refresh(self, uid: int) -> None:
+        self.cache[uid] = self._rank(uid, CACHE_K)
+
+    def predictions(self, uid: int, k: int) -> Predictions:
+        """Served from the per-user cache (refreshed after each launch), never by training."""
+        ranking = self.cache.get(uid) if k <= CACHE_K else None
+        if ranking is None and uid not in self.users and k <= CACHE_K:
+            cold = self._cold
+            if cold is None or cold[0] != self.population.total:  # the prior moved: rank it again
+                cold = self._cold = (self.population.total, self._rank(uid, CACHE_K))
+            ranking = cold[1]
+        if ranking is None:
+            ranking = self._rank(uid, k)
+            if k <= CACHE_K and uid in self.users:
+                self.cache[uid] = ranking
+        self.metrics.predictions.inc()
+        return Predictions(uid=uid, generated_at=ranking.generated_at, last_app=ranking.last_app,
+                           predictions=ranking.items[:k])
+
+    def explain(self, uid: int, app: str) -> tuple[int | None, float, dict[str, float], dict[str, float]]:
+        """(rank, probability, each model's score, each model's weight) of ``app`` for ``uid``."""
+        model = self.users.get(uid)
+        if model is None:
+            return None, self.population.prob(app), {}, {}
+        ranked = model.predict(Context(now=time.time()), 10_000)
+        weights = model_weights(model)
+        for i, r in enumerate(ranked):
+            if r.app == app:
+                return i + 1, r.probability, dict(r.models), weights
+        return None, 0.0, {n: 0.0 for n in model.names}, weights
+
+
+def model_weights(model: UserModel) -> dict[str, dict[str, float]]:
+    """Each member's say in the user's ensemble: the mixer's weight on each of its features.
+
+    Read from the mixer's public ``weights()`` if it has one, else from its weight vector."""
+    mixer = getattr(model, "mixer", None)
+    public = getattr(mixer, "weights", None)
+    try:
+        if callable(public):
+            return {str(n): {str(f): float(v) for f, v in dict(fw).items()}
+                    for n, fw in dict(public()).items()}
+        from inference.predictors import ensemble
+
+        feats = getattr(ensemble, "_PER_MEMBER", ())
+        return {n: {f: float(mixer.w[mixer._index(n, f)]) for f in feats} for n in mixer.names}  # type: ignore[union-attr]
+    except Exception:  # a mixer of another shape: no weights rather than no explanation
+        return {}

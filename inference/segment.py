@@ -1,0 +1,272 @@
+"""Launch segmentation: which execs are program starts a user would recognise (DESIGN "App identity").
+
+An exec tracer sees every execve: a shell script that runs sed, grep and cat is five execs but one
+program to its user. The segmenter follows each source's process tree (fork/exec/exit) and gives
+every live pid a *context*: the launch it belongs to, or none (a "launcher" context: init, a login or
+terminal shell, an unknown parent). An exec in a launcher context starts a launch; an exec in a launch
+context is a helper of that launch. Identity is the resolved executable; interpreters are named by
+their script. Wrappers (env, nice, sudo, ``sh -c``) and ignored apps are transparent: they pass their
+parent's context on. The state is plain dicts so that it can be snapshotted, and every change in a
+batch is journalled so that a batch the store rejects leaves no trace here either.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from memo.contract import ExecEvent
+
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "tcsh", "csh", "ash", "rbash"})
+WRAPPERS = frozenset({
+    "env", "nice", "ionice", "nohup", "timeout", "stdbuf", "taskset", "chrt", "setsid", "sudo", "doas",
+    "time", "unbuffer", "runuser", "systemd-run", "flock", "xdg-open", "chpst",
+})
+_INTERP = re.compile(r"^(python|pypy|perl|ruby|php|lua|luajit|tclsh|wish|node|nodejs|java|rscript|deno|bun)"
+                     r"[\d.]*$", re.IGNORECASE)
+_DELETED = " (deleted)"
+
+# Options that consume the next argv item, per interpreter family.
+_VALUE_OPTS: dict[str, frozenset[str]] = {
+    "shell": frozenset({"-o", "+o", "-O", "+O", "--rcfile", "--init-file"}),
+    "python": frozenset({"-W", "-X", "--check-hash-based-pycs"}),
+    "perl": frozenset({"-I", "-M", "-m"}),
+    "ruby": frozenset({"-I", "-r", "-C", "-E"}),
+    "node": frozenset({"-r", "--require", "--import", "--loader", "-C", "--conditions", "--input-type"}),
+    "java": frozenset({"-cp", "-classpath", "--class-path", "-p", "--module-path", "--add-modules",
+                       "--add-opens", "--add-exports", "--upgrade-module-path", "--limit-modules"}),
+}
+_EVAL_OPTS: dict[str, frozenset[str]] = {
+    "python": frozenset({"-c"}),
+    "perl": frozenset({"-e", "-E"}),
+    "ruby": frozenset({"-e"}),
+    "node": frozenset({"-e", "--eval", "-p", "--print"}),
+}
+
+
+class Kind(Enum):
+    PROGRAM = "program"  # a program in its own right: a launch if its context is a launcher
+    LAUNCHER = "launcher"  # an interactive shell: what it runs are launches
+    TRANSPARENT = "transparent"  # a wrapper or ignored app: keeps its parent's context
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    kind: Kind
+    app: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewLaunch:
+    """A launch the segmenter found; ``id`` is allocated here so the store can key pages by it."""
+
+    id: int
+    source_id: str
+    uid: int
+    app: str
+    pid: int
+    ts_ns: int
+    wall_ts: float
+    exe: str
+
+
+def _family(base: str) -> str:
+    b = base.lower()
+    for fam in ("python", "pypy", "perl", "ruby", "node", "java"):
+        if b.startswith(fam):
+            return "python" if fam == "pypy" else fam
+    return "deno" if b.startswith(("deno", "bun")) else "generic"
+
+
+def _operand(argv: Sequence[str], family: str) -> tuple[str, str | None]:
+    """('script', name) | ('eval', None) | ('module', name) | ('none', None) from an interpreter's argv."""
+    values = _VALUE_OPTS.get(family, frozenset())
+    evals = _EVAL_OPTS.get(family, frozenset())
+    args = list(argv[1:])
+    i = 0
+    if family == "deno" and args and args[0] in ("run", "x"):
+        i = 1
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            return ("script", args[i + 1]) if i + 1 < len(args) else ("none", None)
+        if family == "shell" and a.startswith("-") and not a.startswith("--") and ("c" in a or "s" in a[1:]):
+            return "eval", None
+        if family == "java" and a == "-jar":
+            return ("script", args[i + 1]) if i + 1 < len(args) else ("none", None)
+        if (family == "python" and a == "-m") or (family == "java" and a in ("-m", "--module")):
+            return ("module", args[i + 1]) if i + 1 < len(args) else ("none", None)
+        if family == "python" and a.startswith("-m") and len(a) > 2:
+            return "module", a[2:]
+        if a in evals:
+            return "eval", None
+        if a in values:
+            i += 2
+            continue
+        if a.startswith("-") or (family == "shell" and a.startswith("+")):
+            i += 1
+            continue
+        return "script", a
+    return "none", None
+
+
+def identify(ev: ExecEvent) -> Identity:
+    """What program an exec started, and what kind of thing it is."""
+    exe = ev.exe.removesuffix(_DELETED) if ev.exe else posixpath.normpath(ev.filename or "?")
+    base = posixpath.basename(exe)
+    argv = ev.argv or [ev.filename]
+    if base in WRAPPERS:
+        return Identity(Kind.TRANSPARENT, exe)
+    shell = base in SHELLS
+    if not shell and not _INTERP.match(base):
+        return Identity(Kind.PROGRAM, exe)
+    family = "shell" if shell else _family(base)
+    what, name = _operand(argv, family)
+    if not ev.argv:
+        # The process was gone before the collector read its argv: a script run by its #! line still
+        # shows as its filename; otherwise a short-lived shell or interpreter ran *something*, not a
+        # prompt (an interactive shell lives long enough to be read), so it counts as a program.
+        if ev.filename and posixpath.basename(ev.filename) != base:
+            return Identity(Kind.PROGRAM, posixpath.normpath(ev.filename))
+        return Identity(Kind.PROGRAM, exe)
+    if what == "script" and name:
+        return Identity(Kind.PROGRAM, posixpath.normpath(name))
+    if what == "module" and name:
+        return Identity(Kind.PROGRAM, f"{exe} -m {name}")
+    if shell:
+        # `sh -c CMD` runs a command for whoever called it; a bare shell is a user's prompt.
+        return Identity(Kind.TRANSPARENT if what == "eval" else Kind.LAUNCHER, exe)
+    return Identity(Kind.PROGRAM, exe)  # a REPL or an -e one-liner: the interpreter itself
+
+
+@dataclass
+class Rules:
+    """Configured overrides: ``ignore`` apps never start launches, ``allow`` apps always do."""
+
+    ignore: Sequence[str] = ()
+    allow: Sequence[str] = ()
+
+    def ignored(self, app: str) -> bool:
+        return any(fnmatch.fnmatchcase(app, p) for p in self.ignore)
+
+    def allowed(self, app: str) -> bool:
+        return any(fnmatch.fnmatchcase(app, p) for p in self.allow)
+
+
+_MISSING = object()
+
+
+@dataclass
+class Segmenter:
+    """One source's process tree and the launches in it (pids are per source: one pid namespace)."""
+
+    source_id: str
+    rules: Rules = field(default_factory=Rules)
+    window_ns: int = 10_000_000_000
+    # pid -> launch id, or None for a launcher context. A pid absent here is unknown: a launcher too.
+    procs: dict[int, int | None] = field(default_factory=dict)
+    # launch id -> (start ts_ns, app), kept while page-cache records may still be attributed to it.
+    recent: dict[int, tuple[int, str]] = field(default_factory=dict)
+    _undo_procs: dict[int, Any] = field(default_factory=dict, repr=False)
+    _undo_recent: dict[int, Any] = field(default_factory=dict, repr=False)
+
+    # ---------------------------------------------------------------- journal
+
+    def _set(self, pid: int, ctx: int | None) -> None:
+        if pid not in self._undo_procs:
+            self._undo_procs[pid] = self.procs.get(pid, _MISSING)
+        self.procs[pid] = ctx
+
+    def _drop(self, pid: int) -> None:
+        if pid in self.procs:
+            if pid not in self._undo_procs:
+                self._undo_procs[pid] = self.procs[pid]
+            del self.procs[pid]
+
+    def commit(self) -> None:
+        self._undo_procs.clear()
+        self._undo_recent.clear()
+        if len(self.recent) > 4096:
+            newest = max(ts for ts, _ in self.recent.values())
+            self.recent = {k: v for k, v in self.recent.items() if newest - v[0] <= self.window_ns}
+
+    def rollback(self) -> None:
+        for table, undo in ((self.procs, self._undo_procs), (self.recent, self._undo_recent)):
+            for key, old in undo.items():
+                if old is _MISSING:
+                    table.pop(key, None)
+                else:
+                    table[key] = old
+            undo.clear()
+
+    # ---------------------------------------------------------------- events
+
+    def fork(self, pid: int, ppid: int) -> None:
+        """A child shares its parent's context until it execs."""
+        self._set(pid, self.procs.get(ppid))
+
+    def exit(self, pid: int) -> None:
+        self._drop(pid)
+
+    def exec(self, ev: ExecEvent, launch_id: int, now: float) -> NewLaunch | None:
+        """Classify an exec; returns a launch (with ``launch_id``) if it starts one."""
+        ctx = self.procs[ev.pid] if ev.pid in self.procs else self.procs.get(ev.ppid)
+        ident = identify(ev)
+        kind = ident.kind
+        if kind is Kind.PROGRAM and self.rules.allowed(ident.app):
+            ctx = None  # always a launch, even inside another one
+        elif kind is Kind.PROGRAM and self.rules.ignored(ident.app):
+            kind = Kind.TRANSPARENT
+        if kind is Kind.LAUNCHER:
+            self._set(ev.pid, None)
+            return None
+        if kind is Kind.TRANSPARENT or ctx is not None:
+            self._set(ev.pid, ctx)  # a helper of the running launch, or a wrapper passing context on
+            return None
+        self._set(ev.pid, launch_id)
+        self._undo_recent.setdefault(launch_id, _MISSING)
+        self.recent[launch_id] = (ev.ts_ns, ident.app)
+        return NewLaunch(launch_id, self.source_id, ev.uid, ident.app, ev.pid, ev.ts_ns,
+                         ev.wall_ts if ev.wall_ts > 0 else now, ev.exe or ev.filename)
+
+    def launch_of(self, pid: int, ts_ns: int) -> int | None:
+        """The launch whose start window covers a page-cache record of ``pid`` at ``ts_ns``."""
+        lid = self.procs.get(pid)
+        if lid is None:
+            return None
+        start = self.recent.get(lid)
+        if start is None or not 0 <= ts_ns - start[0] <= self.window_ns:
+            return None
+        return lid
+
+    # ---------------------------------------------------------------- persistence
+
+    def state(self) -> dict[str, Any]:
+        return {"procs": [[p, c] for p, c in self.procs.items()],
+                "recent": [[k, ts, app] for k, (ts, app) in self.recent.items()]}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.procs = {int(p): c for p, c in state.get("procs", [])}
+        self.recent = {int(k): (int(ts), str(app)) for k, ts, app in state.get("recent", [])}
+
+
+def segment(events: Iterable[Any], source_id: str = "test", rules: Rules | None = None) -> list[NewLaunch]:
+    """Launches in a sequence of contract events (for tests and offline use)."""
+    seg = Segmenter(source_id, rules or Rules())
+    out: list[NewLaunch] = []
+    for ev in events:
+        if ev.type == "fork":
+            seg.fork(ev.pid, ev.ppid)
+        elif ev.type == "exit":
+            seg.exit(ev.pid)
+        elif ev.type == "exec":
+            launch = seg.exec(ev, len(out) + 1, 0.0)
+            if launch:
+                out.append(launch)
+    seg.commit()
+    return out

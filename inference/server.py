@@ -1,0 +1,118 @@
+"""Two listeners, one process, one event loop: the Unix socket (full API) and TCP (read-only).
+
+Both are uvicorn servers on sockets bound here, so permissions are set before anyone can connect and
+port 0 works (the bound port is logged and written to <run_dir>/inference.port). The Unix server runs
+the lifespan; the TCP server starts after it is up and stops first. uvicorn's own signal capture is
+replaced by one handler that stops both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Generator
+from pathlib import Path
+
+import uvicorn
+
+from inference.app import create_app, read_only
+from memo.config import Config
+
+log = logging.getLogger(__name__)
+
+PORT_FILE = "inference.port"
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # signals are handled once for both servers in serve()
+
+
+def bind_unix(path: Path, mode: int, group: str) -> socket.socket:
+    """A listening Unix socket at ``path`` with ``mode`` and ``group`` (if that group exists)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_socket():
+            path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # never world-accessible, not even between bind and chmod
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, mode)
+    try:
+        gid = grp.getgrnam(group).gr_gid
+        os.chown(path, -1, gid)
+    except KeyError:
+        log.info("group %r does not exist; %s keeps its owner's group", group, path)
+    except PermissionError:
+        log.warning("cannot give %s to group %r (not a member?)", path, group)
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted sockets only when it is given,
+    # and without it a response's header and body segments wait on delayed ACKs (~40 ms).
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM,
+                         socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(config: Config) -> None:
+    inf = config.inference
+    config.paths.run_dir.mkdir(parents=True, exist_ok=True)
+    app = create_app(config)
+    common = {"log_config": None, "access_log": False, "timeout_graceful_shutdown": 5}
+    unix = _Server(uvicorn.Config(app, lifespan="on", **common))
+    tcp = _Server(uvicorn.Config(read_only(app), lifespan="off", **common))
+    usock = bind_unix(config.paths.socket, inf.socket_mode, inf.socket_group)
+    tsock = bind_tcp(inf.host, inf.port)
+    port = tsock.getsockname()[1]
+    port_file = config.paths.run_dir / PORT_FILE
+
+    loop = asyncio.get_running_loop()
+    # The model threads (learning, LSTM training) are CPU-bound Python: a shorter GIL slice keeps the
+    # event loop's cached answers from waiting behind them for the default 5 ms.
+    sys.setswitchinterval(0.001)
+
+    def stop() -> None:
+        tcp.should_exit = True
+        unix.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+
+    unix_task = asyncio.create_task(unix.serve(sockets=[usock]))
+    while not unix.started:
+        if unix_task.done():  # startup failed (the lifespan raised): report it
+            await unix_task
+            raise SystemExit(3)
+        await asyncio.sleep(0.01)
+    tcp_task = asyncio.create_task(tcp.serve(sockets=[tsock]))
+    while not tcp.started and not tcp_task.done():
+        await asyncio.sleep(0.01)
+    port_file.write_text(f"{port}\n")
+    log.info("memo-inference: unix socket %s (read/write), http://%s:%d (read-only)",
+             config.paths.socket, inf.host, port)
+    print(f"memo-inference listening on unix:{config.paths.socket} and http://{inf.host}:{port}", flush=True)
+    done, _ = await asyncio.wait({unix_task, tcp_task}, return_when=asyncio.FIRST_COMPLETED)
+    stop()  # one listener ending ends both; the TCP one first, then the lifespan's shutdown
+    await tcp_task
+    await unix_task
+    with contextlib.suppress(FileNotFoundError):
+        port_file.unlink()
+        config.paths.socket.unlink()

@@ -1,0 +1,69 @@
+"""The service's parts wired together once: what the lifespan opens and closes and the routers use."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from inference.ingest import Ingestor, IngestResult
+from inference.metrics import Metrics
+from inference.models import Models
+from inference.profiles import Profiles
+from inference.segment import Rules
+from inference.store import Store
+from memo.config import Config
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "inference.sqlite3"
+
+
+@dataclass
+class Service:
+    config: Config
+    store: Store
+    ingestor: Ingestor
+    models: Models
+    profiles: Profiles
+    metrics: Metrics
+    started: float = field(default_factory=time.time)
+
+    @classmethod
+    def open(cls, config: Config) -> Service:
+        config.paths.data_dir.mkdir(parents=True, exist_ok=True)
+        store = Store(config.paths.data_dir / DB_NAME)
+        metrics = Metrics()
+        profiles = Profiles(store)
+        rules = Rules(config.inference.ignore, config.inference.allow)
+        ingestor = Ingestor(store, rules, config.collector.launch_window_s)
+        models = Models(store, config.inference.models, metrics, profiles.bytes_of)
+        models.start()
+        return cls(config, store, ingestor, models, profiles, metrics)
+
+    def close(self) -> None:
+        self.models.stop()
+        self.ingestor.save_state()
+        self.store.close()
+
+    def ingest(self, body: bytes) -> IngestResult:
+        """Store a batch (blocking: run it in a worker thread) and hand its launches to the models."""
+        t0 = time.perf_counter()
+        result = self.ingestor.ingest(body)
+        m = self.metrics
+        m.ingest_latency.observe(time.perf_counter() - t0)
+        if result.ack.duplicate:
+            m.batches.labels(result="duplicate").inc()
+            return result
+        m.batches.labels(result="stored").inc()
+        for kind, n in result.counts.items():
+            if n:
+                m.events.labels(type=kind).inc(n)
+        if result.launches:
+            m.launches.inc(len(result.launches))
+            apps = {launch.app for launch in result.launches}
+            self.profiles.invalidate(apps | result.profiled)
+            self.models.submit(result.launches)
+        elif result.profiled:
+            self.profiles.invalidate(result.profiled)
+        return result

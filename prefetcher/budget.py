@@ -1,0 +1,104 @@
+"""How much the prefetcher may bring into memory this cycle, and whether it may act at all.
+
+Two signals: MemAvailable (the kernel's estimate of memory usable without swapping) gives the byte
+budget, a share of it per cycle; PSI memory "some avg10" (/proc/pressure/memory, present on this
+kernel) says whether tasks are already stalling on memory — then prefetching would only add to the
+reclaim it competes with, so the prefetcher does nothing. Kernels without PSI (CONFIG_PSI=n or
+psi=0) fall back to the rate of major faults plus swap-ins from /proc/vmstat over the last cycle.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PSI_MEMORY = Path("/proc/pressure/memory")
+MEMINFO = Path("/proc/meminfo")
+VMSTAT = Path("/proc/vmstat")
+
+
+def meminfo(path: Path = MEMINFO) -> dict[str, int]:
+    """/proc/meminfo in bytes."""
+    out: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts:
+            out[key] = int(parts[0]) * (1024 if len(parts) > 1 and parts[1] == "kB" else 1)
+    return out
+
+
+def parse_psi(text: str) -> dict[str, dict[str, float]]:
+    """'some avg10=0.00 avg60=0.00 avg300=0.00 total=0' lines -> {'some': {'avg10': 0.0, ...}}."""
+    out: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        kind, *fields = line.split()
+        out[kind] = {k: float(v) for k, v in (f.split("=", 1) for f in fields)}
+    return out
+
+
+@dataclass
+class Pressure:
+    """One reading of the pressure signal, with what it was and why it says stop."""
+
+    source: str
+    value: float
+    limit: float
+
+    @property
+    def high(self) -> bool:
+        return self.value > self.limit
+
+    def __str__(self) -> str:
+        return f"{self.source}={self.value:.2f} (limit {self.limit:.2f})"
+
+
+@dataclass
+class PressureGauge:
+    """PSI 'some avg10' where the kernel has it; else major faults + swap-ins per second (vmstat)."""
+
+    limit: float
+    psi_path: Path = PSI_MEMORY
+    fault_rate_limit: float = 2000.0
+    _last: tuple[float, int] | None = field(default=None, init=False)
+
+    def read(self) -> Pressure:
+        try:
+            psi = parse_psi(self.psi_path.read_text())
+            return Pressure("psi_some_avg10", psi["some"]["avg10"], self.limit)
+        except (OSError, KeyError, ValueError):
+            return self._fault_rate()
+
+    def _fault_rate(self) -> Pressure:
+        vm = {k: int(v) for k, v in (line.split() for line in VMSTAT.read_text().splitlines())}
+        count = vm.get("pgmajfault", 0) + vm.get("pswpin", 0)
+        now = time.monotonic()
+        rate = 0.0
+        if self._last is not None and now > self._last[0]:
+            rate = (count - self._last[1]) / (now - self._last[0])
+        self._last = (now, count)
+        return Pressure("majfault+pswpin_per_s", rate, self.fault_rate_limit)
+
+
+@dataclass
+class Budget:
+    """Bytes the prefetcher may still bring in this cycle: a share of MemAvailable, spent as it goes."""
+
+    total: int
+    spent: int = 0
+
+    @classmethod
+    def from_meminfo(cls, share: float, cap: int | None = None) -> Budget:
+        total = int(meminfo().get("MemAvailable", 0) * share)
+        return cls(min(total, cap) if cap is not None else total)
+
+    @property
+    def left(self) -> int:
+        return max(0, self.total - self.spent)
+
+    def take(self, nbytes: int) -> int:
+        """Grant up to nbytes (what is left), and count it as spent."""
+        granted = min(nbytes, self.left)
+        self.spent += granted
+        return granted

@@ -1,0 +1,125 @@
+"""What each action was worth, told back to inference so it can report hit rate and waste per program.
+
+A page-cache action is resolved when the app launches (a process of it starts after the action) and
+has run for settle_s, or when its horizon runs out without a launch. Used = prefetched pages still
+resident once the launch has done its start-up reads; wasted = the rest (evicted before or never
+launched). Whether the launch touched a resident page is not visible per page from user space without
+idle-page tracking (absent on this kernel), so pages resident after the launch count as used — an
+upper bound that bench/launch.py measures exactly (it records what a launch really reads).
+A swap-in action is resolved after its horizon: used = the drop of the processes' VmSwap (pages the
+program touched back), wasted = the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from memo.contract import FeedbackBatch, FeedbackItem
+from prefetcher import pagecache, swapin
+
+log = logging.getLogger(__name__)
+
+MIN_HORIZON_S = 30.0
+MAX_PENDING_ITEMS = 5000
+
+
+def _boot_time() -> float:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    return 0.0
+
+
+_BTIME = _boot_time()
+_HZ = os.sysconf("SC_CLK_TCK")
+
+
+def start_time(pid: int) -> float | None:
+    """Unix time at which pid started (from /proc/PID/stat starttime)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return _BTIME + int(fields[19]) / _HZ
+
+
+@dataclass
+class Pending:
+    app: str
+    uid: int
+    action: str
+    ts: float
+    deadline: float
+    bytes_prefetched: int
+    files: list[pagecache.FileAction] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)
+    launched_at: float | None = None
+
+
+class FeedbackTracker:
+    def __init__(self, settle_s: float = 5.0) -> None:
+        self.settle_s = settle_s
+        self.pending: list[Pending] = []
+        self.ready: list[FeedbackItem] = []
+
+    def pagecache_done(self, uid: int, result: pagecache.PrefetchResult, horizon_s: float) -> None:
+        if result.prefetched:
+            now = time.time()
+            self.pending.append(Pending(result.app, uid, "pagecache", now,
+                                        now + max(horizon_s, MIN_HORIZON_S), result.prefetched,
+                                        files=result.files))
+
+    def swapin_done(self, uid: int, result: swapin.SwapinResult, horizon_s: float) -> None:
+        if result.pids:
+            now = time.time()
+            self.pending.append(Pending(result.app, uid, "swapin", now, now + max(horizon_s, MIN_HORIZON_S),
+                                        result.swap_bytes, pids=list(result.pids)))
+
+    def _launched(self, p: Pending) -> float | None:
+        starts = [t for pid in swapin.pids_of(p.app) if (t := start_time(pid)) is not None and t >= p.ts - 1]
+        return min(starts) if starts else None
+
+    def poll(self, now: float | None = None) -> None:
+        """Resolve the actions whose outcome is known by now."""
+        now = time.time() if now is None else now
+        still: list[Pending] = []
+        for p in self.pending:
+            item = self._resolve(p, now)
+            if item is None:
+                still.append(p)
+            else:
+                self.ready.append(item)
+        self.pending = still
+        del self.ready[:-MAX_PENDING_ITEMS]
+
+    def _resolve(self, p: Pending, now: float) -> FeedbackItem | None:
+        if p.action == "pagecache":
+            if p.launched_at is None:
+                p.launched_at = self._launched(p)
+            if p.launched_at is not None and now >= p.launched_at + self.settle_s:
+                used = min(pagecache.resident_bytes(p.files), p.bytes_prefetched)
+                return FeedbackItem(app=p.app, uid=p.uid, action="pagecache", ts=p.ts, launched=True,
+                                    bytes_prefetched=p.bytes_prefetched, bytes_used=used,
+                                    bytes_wasted=p.bytes_prefetched - used)
+            if p.launched_at is None and now >= p.deadline:
+                return FeedbackItem(app=p.app, uid=p.uid, action="pagecache", ts=p.ts, launched=False,
+                                    bytes_prefetched=p.bytes_prefetched, bytes_wasted=p.bytes_prefetched)
+            return None
+        if now < p.deadline:
+            return None
+        left = sum(swapin.swap_bytes(pid) for pid in p.pids)
+        used = max(0, p.bytes_prefetched - left)
+        return FeedbackItem(app=p.app, uid=p.uid, action="swapin", ts=p.ts, launched=used > 0,
+                            bytes_prefetched=p.bytes_prefetched, bytes_used=used,
+                            bytes_wasted=p.bytes_prefetched - used)
+
+    def batch(self) -> FeedbackBatch | None:
+        return FeedbackBatch(items=list(self.ready)) if self.ready else None
+
+    def sent(self, n: int) -> None:
+        del self.ready[:n]

@@ -1,0 +1,186 @@
+"""Warm the page cache with a program's launch profile: check residency, read ahead only what is missing.
+
+Safety: a profile is data from another process, so every path is resolved here (realpath), refused
+under /proc, /sys and /dev, opened without following a final symlink, and checked to be a regular
+file on the opened descriptor (no check-then-open race). Budget: the bytes read ahead are pages that
+were not resident before, charged against the cycle's Budget and the per-app cap before they are
+issued, so neither can be exceeded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from memo.contract import AppProfile, ProfileRange
+from prefetcher import syscalls
+from prefetcher.budget import Budget
+
+log = logging.getLogger(__name__)
+
+PAGE = syscalls.PAGE_SIZE
+FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev")
+
+
+@dataclass
+class FileAction:
+    """What was (or, in a dry run, would be) read ahead in one file: page-aligned (offset, length)."""
+
+    path: str
+    runs: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def bytes(self) -> int:
+        return sum(n for _, n in self.runs)
+
+
+@dataclass
+class PrefetchResult:
+    app: str
+    profile_bytes: int = 0
+    resident_before: int = 0
+    prefetched: int = 0
+    files: list[FileAction] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    truncated: bool = False
+
+
+def _page_floor(n: int) -> int:
+    return n - n % PAGE
+
+
+def _page_ceil(n: int) -> int:
+    return _page_floor(n + PAGE - 1)
+
+
+def safe_path(path: str) -> str | None:
+    """The resolved path if it may be read ahead (absolute, not under /proc, /sys, /dev), else None."""
+    if not path or not os.path.isabs(path):
+        return None
+    real = os.path.realpath(path)
+    for root in FORBIDDEN_ROOTS:
+        if real == root or real.startswith(root + "/"):
+            return None
+    return real
+
+
+def open_regular(path: str) -> tuple[int, int] | None:
+    """(fd, size) of a regular file, checked on the opened descriptor; None when it is not one."""
+    real = safe_path(path)
+    if real is None:
+        return None
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        return None
+    return fd, st.st_size
+
+
+def merge_ranges(ranges: Iterable[ProfileRange]) -> dict[str, list[tuple[int, int]]]:
+    """Per path (first-seen order, which is the order the launch read them), page-aligned, sorted and
+    merged (start, end) spans."""
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for r in ranges:
+        spans.setdefault(r.path, []).append((_page_floor(r.offset), _page_ceil(r.offset + r.length)))
+    out: dict[str, list[tuple[int, int]]] = {}
+    for path, items in spans.items():
+        items.sort()
+        merged: list[tuple[int, int]] = []
+        for s, e in items:
+            if merged and s <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], e))
+            else:
+                merged.append((s, e))
+        out[path] = merged
+    return out
+
+
+def missing_runs(fd: int, start: int, end: int) -> tuple[int, list[tuple[int, int]]]:
+    """(resident bytes, [(offset, length) not resident]) of a page-aligned span.
+
+    cachestat first (one cheap call); only a partly resident span is looked at page by page (mincore)."""
+    npages = (end - start) // PAGE
+    resident = syscalls.resident_pages(fd, start, end - start)
+    if resident >= npages:
+        return resident * PAGE, []
+    if resident == 0:
+        return 0, [(start, end - start)]
+    vec = syscalls.mincore(fd, start, end - start)
+    runs: list[tuple[int, int]] = []
+    run_start = None
+    for i, b in enumerate(vec[:npages]):
+        if not b & 1 and run_start is None:
+            run_start = i
+        elif b & 1 and run_start is not None:
+            runs.append((start + run_start * PAGE, (i - run_start) * PAGE))
+            run_start = None
+    if run_start is not None:
+        runs.append((start + run_start * PAGE, (npages - run_start) * PAGE))
+    # mincore counts only up-to-date pages, cachestat also those still being read: use one view
+    return end - start - sum(n for _, n in runs), runs
+
+
+def prefetch_profile(profile: AppProfile, budget: Budget, app_cap: int, dry_run: bool = False
+                     ) -> PrefetchResult:
+    """Read ahead the missing pages of a profile, in profile order, within the budget and app_cap."""
+    result = PrefetchResult(app=profile.app)
+    cap_left = app_cap
+    for path, spans in merge_ranges(profile.ranges).items():
+        opened = open_regular(path)
+        if opened is None:
+            result.skipped[path] = "not a regular file outside /proc, /sys, /dev"
+            continue
+        fd, size = opened
+        action = FileAction(os.path.realpath(path))
+        try:
+            for s, e in spans:
+                e = min(e, _page_ceil(size))
+                if e <= s:
+                    continue
+                result.profile_bytes += e - s
+                resident, runs = missing_runs(fd, s, e)
+                result.resident_before += resident
+                for off, length in runs:
+                    want = min(length, cap_left)
+                    granted = _page_floor(budget.take(want))
+                    if granted < length:
+                        result.truncated = True
+                    if granted <= 0:
+                        continue
+                    if not dry_run:
+                        syscalls.readahead(fd, off, granted)
+                    cap_left -= granted
+                    action.runs.append((off, granted))
+                    result.prefetched += granted
+        except OSError as exc:
+            result.skipped[path] = f"{exc.strerror or exc}"
+        finally:
+            os.close(fd)
+        if action.runs:
+            result.files.append(action)
+    return result
+
+
+def resident_bytes(actions: Iterable[FileAction]) -> int:
+    """Bytes of the given runs resident now (how much of a prefetch is still in the page cache)."""
+    total = 0
+    for action in actions:
+        opened = open_regular(action.path)
+        if opened is None:
+            continue
+        fd, _ = opened
+        try:
+            for off, length in action.runs:
+                total += syscalls.resident_pages(fd, off, length) * PAGE
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return total

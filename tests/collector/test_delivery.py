@@ -1,0 +1,100 @@
+"""Delivery to the real inference service: the receiver killed for 10 s mid-stream and restarted,
+every event arrives exactly once (counted by the service's GET /v1/sources)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from memo.contract import SourceStats
+
+pytestmark = [pytest.mark.root, pytest.mark.bpf]
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Inference:
+    """The real `memo-inference` on a temp run/data dir (cheap models only: this tests ingest)."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = dict(env, MEMO_INFERENCE__PORT="0", MEMO_INFERENCE__MODELS='["mfu","markov"]',
+                        MEMO_LLM__BACKEND="off")
+        self.socket = Path(env["MEMO_PATHS__RUN_DIR"]) / "inference.sock"
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log, "a") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "inference.main"], cwd=REPO, env=self.env,
+                                         stdout=log, stderr=log)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"memo-inference exited:\n{self.log.read_text()}"
+            try:
+                self.sources()
+                return
+            except (httpx.HTTPError, OSError):
+                time.sleep(0.1)
+        raise AssertionError(f"memo-inference did not come up:\n{self.log.read_text()}")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def sources(self) -> dict[str, SourceStats]:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)), timeout=5) as c:
+            r = c.get("http://memo/v1/sources")
+            r.raise_for_status()
+        return {s["source_id"]: SourceStats.model_validate(s) for s in r.json()}
+
+
+def _true(n: int, pause: float = 0.0) -> None:
+    for _ in range(n):
+        subprocess.run(["/bin/true"], check=True)
+        time.sleep(pause)
+
+
+def test_receiver_down_10s_every_event_arrives_once(start_collector, collector_env, tmp_path) -> None:
+    source = f"test-delivery-{os.getpid()}"
+    inference = Inference(collector_env, tmp_path / "inference.log")
+    inference.start()
+    try:
+        c = start_collector(["--source-id", source])
+        _true(50)
+        time.sleep(1.0)
+        assert inference.sources()[source].events > 0
+        inference.kill()
+        down = time.monotonic()
+        while time.monotonic() - down < 10.0:  # 10 s of events while the receiver is gone
+            _true(10, pause=0.05)
+        assert any(Path(collector_env["MEMO_PATHS__DATA_DIR"], "spool", source).glob("*.json")), \
+            "batches were spooled while the receiver was down"
+        inference.start()
+        _true(50)
+        assert c.stop() == 0
+        log = c.stderr()
+        done = re.search(r"done: sealed batches=(\d+) events=(\d+) .* spooled=(\d+)", log)
+        assert done, log
+        batches, events, spooled = map(int, done.groups())
+        assert spooled == 0, log
+        assert "inference unreachable" in log and "inference is back" in log
+        stats = inference.sources()[source]
+        assert (stats.batches, stats.events, stats.seq) == (batches, events, batches - 1)
+    finally:
+        inference.stop()

@@ -1,0 +1,55 @@
+"""The user-space pipeline without the kernel: page-range coalescing and the on-disk spool."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from collector.batch import Batcher, coalesce
+from collector.spool import Spool
+from memo.contract import EventBatch, ExecEvent, LostEvent, PageCacheEvent
+
+
+def _page(pid: int, ino: int, index: int, nr: int = 1) -> PageCacheEvent:
+    return PageCacheEvent(ts_ns=index, pid=pid, dev=8, ino=ino, index=index, nr_pages=nr)
+
+
+def _exec(i: int) -> ExecEvent:
+    return ExecEvent(ts_ns=i, pid=i, ppid=1, uid=0, cgroup_id=1, comm="x", filename="/bin/x")
+
+
+def test_coalesce_merges_contiguous_pages_per_file_and_pid() -> None:
+    events = [_page(1, 10, 0), _page(1, 10, 1, 4), _page(1, 11, 0), _page(2, 10, 5),
+              _page(1, 10, 5), _page(1, 10, 9)]
+    out = coalesce(events)
+    ranges = [(e.pid, e.ino, e.index, e.nr_pages) for e in out]
+    assert ranges == [(1, 10, 0, 6), (1, 11, 0, 1), (2, 10, 5, 1), (1, 10, 9, 1)]
+
+
+def test_batcher_seals_by_size() -> None:
+    sealed: list[list] = []
+    b = Batcher(sealed.append, max_events=3, max_age_s=60)
+    b.add([_exec(i) for i in range(7)])
+    assert [len(s) for s in sealed] == [3, 3]
+    b.flush()
+    assert [len(s) for s in sealed] == [3, 3, 1]
+
+
+def test_spool_orders_resumes_and_bounds(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, "src", max_bytes=10**9)
+    for i in range(3):
+        spool.append([_exec(i)])
+    assert [s.seq for s in spool.pending()] == [0, 1, 2]
+    spool.remove(spool.pending()[0])
+    again = Spool(tmp_path, "src", max_bytes=10**9)  # a restarted collector
+    assert [s.seq for s in again.pending()] == [1, 2]
+    assert again.append([_exec(9)]).seq == 3
+
+    size = again.pending()[0].path.stat().st_size
+    small = Spool(tmp_path, "src", max_bytes=size * 5 // 2)
+    small.append([_exec(10)])  # over the bound: the oldest batches go, counted
+    left = small.pending()
+    assert len(left) == 2 and left[-1].seq == 4
+    batch = small.append([_exec(11)])
+    assert isinstance(batch.events[0], LostEvent) and batch.events[0].count >= 1
+    stored = EventBatch.model_validate_json(small.pending()[-1].path.read_bytes())
+    assert stored.seq == batch.seq and stored.events == batch.events

@@ -1,0 +1,113 @@
+"""Real process trees for the segmentation tests: a scenario run by an interactive shell, traced by
+``memo-collector --stdout`` (root, eBPF), kept to the scenario's own processes.
+
+``.venv/bin/python tests/inference/proc_trees.py`` (as root) re-records
+tests/inference/data/shell_session.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from memo.contract import EVENT_ADAPTER
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURE = Path(__file__).parent / "data" / "shell_session.jsonl"
+
+JOB_SH = """#!/bin/bash
+# A script a user runs: helpers, a pipeline, a subshell, a command substitution and sh -c.
+sleep 0.3
+cat job.dat >/dev/null
+n=$(cat /etc/hostname | wc -c)
+grep -c root /etc/passwd >/dev/null
+echo "$n" | sed 's/1/one/' | tr a-z A-Z >/dev/null
+( head -n1 /etc/passwd >/dev/null )
+sh -c 'uname -r >/dev/null'
+"""
+TOOL_PY = """#!/usr/bin/env python3
+import subprocess, time
+time.sleep(0.3)
+open("tool.dat", "rb").read()
+subprocess.run(["uname", "-a"], stdout=subprocess.DEVNULL)
+subprocess.run("ls / | wc -l", shell=True, stdout=subprocess.DEVNULL)
+"""
+# What the user types at the prompt (bash -i reads it from stdin).
+SESSION = """cd {dir}
+bash ./job.sh
+./job.sh
+python3 ./tool.py
+./tool.py
+/usr/bin/ls / >/dev/null
+env LC_ALL=C sort /etc/hostname >/dev/null
+exit
+"""
+# The system's python3, not a version manager's shim (a shim would name the launch: see segment.py).
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+EXPECTED = ["job.sh", "job.sh", "tool.py", "tool.py", "/usr/bin/ls", "/usr/bin/sort"]
+
+
+def descendants(events: list[dict], root: int) -> list[dict]:
+    """The events of ``root`` and every process it forked, directly or not, in order."""
+    tree = {root}
+    out = []
+    for ev in events:
+        if ev["type"] in ("fork", "exec") and ev.get("ppid") in tree:
+            tree.add(ev["pid"])
+        if ev.get("pid") in tree:
+            out.append(ev)
+    return out
+
+
+def record(timeout: float = 60.0) -> list[dict]:
+    """Run the session under the collector; the session's events as contract dicts."""
+    with tempfile.TemporaryDirectory(prefix="memo-tree-") as d:
+        for name, text in (("job.sh", JOB_SH), ("tool.py", TOOL_PY)):
+            (Path(d) / name).write_text(text)
+            os.chmod(Path(d) / name, 0o755)
+        for name in ("job.dat", "tool.dat"):  # uncached data, so the launches have page-cache records
+            with open(Path(d) / name, "wb") as f:
+                f.write(os.urandom(64 * 4096))
+                f.flush()
+                os.fsync(f.fileno())
+                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        exe = Path(sys.executable).parent / "memo-collector"
+        coll = subprocess.Popen([str(exe), "--stdout", "--duration", str(timeout)], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            assert coll.stderr is not None
+            for line in coll.stderr:
+                if "ready" in line or time.monotonic() > deadline:
+                    break
+            shell = subprocess.Popen(["bash", "--norc", "--noprofile", "-i"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, text=True, cwd=d,
+                                     env={**os.environ, "PS1": "$ ", "PATH": SYSTEM_PATH})
+            shell.communicate(SESSION.format(dir=d), timeout=timeout)
+            time.sleep(1.0)  # let the last exits drain through the ring buffer
+        finally:
+            coll.terminate()
+            out, _ = coll.communicate(timeout=30)
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    events.sort(key=lambda e: e["ts_ns"])
+    mine = descendants(events, shell.pid)
+    for ev in mine:  # validate: the fixture must stay within the contract
+        EVENT_ADAPTER.validate_python(ev)
+    return mine
+
+
+def load_fixture() -> list:
+    return [EVENT_ADAPTER.validate_json(line) for line in FIXTURE.read_text().splitlines() if line]
+
+
+if __name__ == "__main__":
+    evs = record()
+    FIXTURE.parent.mkdir(parents=True, exist_ok=True)
+    FIXTURE.write_text("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in evs))
+    print(f"wrote {len(evs)} events to {FIXTURE}")

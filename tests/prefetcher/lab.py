@@ -1,0 +1,144 @@
+"""Real-kernel fixtures for the prefetcher's tests: a swap file, a cgroup v1 memory cgroup, a process
+with anonymous memory to swap out. Each cleans up in a finally block, also when the test fails."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+V1_MEMORY = Path("/sys/fs/cgroup/memory")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+HOG = r"""
+import sys, time
+buf = None
+for line in sys.stdin:
+    cmd, *arg = line.split()
+    if cmd == "alloc":
+        n = int(arg[0]) << 20
+        buf = bytearray(n)
+        for i in range(0, n, 4096):
+            buf[i] = (i >> 12) & 0xFF or 1
+        print("ok", flush=True)
+    elif cmd == "touch":
+        t = time.perf_counter(); s = 0
+        for i in range(0, len(buf), 4096):
+            s += buf[i]
+        print(f"{time.perf_counter() - t:.6f}", flush=True)
+    elif cmd == "thrash":
+        end = time.monotonic() + float(arg[0])
+        while time.monotonic() < end:
+            for i in range(0, len(buf), 4096):
+                buf[i] = (buf[i] + 1) & 0xFF
+        print("ok", flush=True)
+"""
+
+
+def meminfo(key: str) -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def vmswap(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmSwap:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+@contextlib.contextmanager
+def swapfile(size: str = "1G", where: Path = Path("/var/tmp")) -> Iterator[Path]:
+    """fallocate + mkswap + swapon a file; swapoff and remove it afterwards, whatever happened."""
+    path = where / f"memo-test-swap-{os.getpid()}"
+    try:
+        subprocess.run(["fallocate", "-l", size, str(path)], check=True)
+        path.chmod(0o600)
+        subprocess.run(["mkswap", str(path)], check=True, capture_output=True)
+        subprocess.run(["swapon", str(path)], check=True)
+        yield path
+    finally:
+        subprocess.run(["swapoff", str(path)], capture_output=True)
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def memory_cgroup(name: str) -> Iterator[Path]:
+    """A fresh cgroup v1 memory cgroup; its tasks are moved back to the root before it is removed."""
+    path = V1_MEMORY / f"memo-test-{name}-{os.getpid()}"
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        for _ in range(50):
+            pids = (path / "cgroup.procs").read_text().split()
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    (V1_MEMORY / "cgroup.procs").write_text(pid)
+            try:
+                path.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
+class Hog:
+    """A python3 process holding `alloc` MB of written anonymous memory; `touch()` reads one byte per
+    page and returns how long that took (its own clock)."""
+
+    def __init__(self, python: str = "/usr/bin/python3") -> None:
+        self.proc = subprocess.Popen([python, "-c", HOG], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+        self.pid = self.proc.pid
+
+    def _cmd(self, line: str) -> str:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def alloc(self, mb: int) -> None:
+        assert self._cmd(f"alloc {mb}") == "ok"
+
+    def touch(self) -> float:
+        return float(self._cmd("touch"))
+
+    def thrash_start(self, seconds: float) -> None:
+        """Write one byte per page in a loop for `seconds` (answers later: thrash_wait)."""
+        assert self.proc.stdin
+        self.proc.stdin.write(f"thrash {seconds}\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def set_limit(cg: Path, nbytes: int | None) -> None:
+    (cg / "memory.limit_in_bytes").write_text(str(nbytes if nbytes is not None else -1))
+
+
+def wait_swapcache_settles(timeout_s: float = 10.0) -> int:
+    """SwapCached once it stops growing (process_madvise WILLNEED reads asynchronously)."""
+    last, deadline = -1, time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = meminfo("SwapCached")
+        if now == last:
+            return now
+        last = now
+        time.sleep(0.2)
+    return last
+
+
+def exe_python() -> str:
+    return os.path.realpath("/usr/bin/python3")
+
+
+def venv_bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
