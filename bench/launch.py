@@ -32,7 +32,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from memo.contract import AppProfile, ProfileRange  # noqa: E402
+from inference.profiles import merge  # noqa: E402
+from memo import config as memo_config  # noqa: E402
+from memo.contract import AppProfile  # noqa: E402
 from prefetcher import pagecache  # noqa: E402
 from prefetcher.budget import Budget  # noqa: E402
 
@@ -92,42 +94,15 @@ def timed(argv: list[str]) -> float:
 class Recording:
     pages: set[tuple[str, int]] = field(default_factory=set)  # (path, page index)
     pathless_pages: int = 0
-    resolved_pages: int = 0
     pids: int = 0
     seconds: float = 0.0
 
 
-def kernel_dev(st_dev: int) -> int:
-    """The kernel's dev_t encoding (major << 20 | minor), which the BPF records carry."""
-    return os.major(st_dev) << 20 | os.minor(st_dev)
-
-
-_INDEX: dict[tuple[int, int], str] = {}
-_INDEXED: set[str] = set()
-
-
-def inode_index(paths: set[str]) -> dict[tuple[int, int], str]:
-    """(kernel dev, ino) -> path for the regular files under the three-level roots of paths (e.g.
-    /usr/lib/x86_64-linux-gnu), walked once per run of the bench."""
-    roots = {"/".join(p.split("/")[:4]) for p in paths if p.count("/") >= 3}
-    for root in sorted(roots - _INDEXED):
-        _INDEXED.add(root)
-        for dirpath, _dirs, files in os.walk(root):
-            for f in files:
-                try:
-                    st = os.lstat(os.path.join(dirpath, f))
-                except OSError:
-                    continue
-                _INDEX.setdefault((kernel_dev(st.st_dev), st.st_ino), os.path.join(dirpath, f))
-    return _INDEX
-
-
-def record(argv: list[str], resolve: bool = True) -> Recording:
+def record(argv: list[str]) -> Recording:
     """Run argv cold under `memo-collector --stdout`; its process tree's page-cache records.
 
-    Records the collector could not name (path "") are dropped by the inference service; with resolve,
-    the bench names them itself from (dev, ino) among the files of the directories the named records
-    came from, and counts how many it could (resolved_pages)."""
+    Records the collector could not name (path "": mostly file-system metadata of the block device)
+    are what the inference service leaves out of profiles too; they are counted (pathless_pages)."""
     out_file = RESULTS / "launch-collector.jsonl"
     env = {**os.environ, "MEMO_COLLECTOR__LAUNCH_WINDOW_S": "120"}
     with open(out_file, "w") as out:
@@ -155,7 +130,6 @@ def record(argv: list[str], resolve: bool = True) -> Recording:
     events.sort(key=lambda e: e.get("ts_ns", 0))
     tree = {proc.pid}
     rec = Recording(seconds=seconds)
-    pathless = []
     for e in events:
         if e["type"] == "fork" and e["ppid"] in tree:
             tree.add(e["pid"])
@@ -164,26 +138,14 @@ def record(argv: list[str], resolve: bool = True) -> Recording:
                 rec.pages.update((e["path"], e["index"] + i) for i in range(e["nr_pages"]))
             else:
                 rec.pathless_pages += e["nr_pages"]
-                pathless.append(e)
     rec.pids = len(tree)
-    if resolve and pathless:
-        index = inode_index({path for path, _ in rec.pages})
-        for e in pathless:
-            path = index.get((e["dev"], e["ino"]))
-            if path:
-                rec.pages.update((path, e["index"] + i) for i in range(e["nr_pages"]))
-                rec.resolved_pages += e["nr_pages"]
     return rec
 
 
 def profile_of(app: str, rec: Recording) -> AppProfile:
     """Merged byte ranges, as the inference service serves them (inference.profiles.merge)."""
     pages = [(path, 0, 0, idx, 1) for path, idx in sorted(rec.pages)]
-    try:
-        from inference.profiles import merge
-        ranges = merge(pages)
-    except ImportError:
-        ranges = [ProfileRange(path=p, offset=i * PAGE, length=PAGE) for p, _, _, i, _ in pages]
+    ranges = merge(pages)
     return AppProfile(app=app, launches=1, bytes=sum(r.length for r in ranges), ranges=ranges)
 
 
@@ -221,7 +183,7 @@ def bench(p: Program, runs: int, cap: int) -> dict:
         "prefetched_bytes": int(statistics.median(prefetched)),
         "never_used_share": statistics.median(waste),
         "profile_bytes": profile.bytes, "profile_files": len({r.path for r in profile.ranges}),
-        "pathless_pages": learn.pathless_pages, "pathless_resolved_by_bench": learn.resolved_pages,
+        "pathless_pages": learn.pathless_pages,
         "recorded_pids": learn.pids,
         "reference_bytes": len(reference.pages) * PAGE,
         "per_app_cap_bytes": cap, "capped": plan.truncated,
@@ -234,7 +196,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--only", nargs="*", default=[], help="substrings of program names to run")
-    ap.add_argument("--cap-mb", type=int, default=100, help="per-app cap (prefetcher.per_app_cap_bytes)")
+    ap.add_argument("--cap-mb", type=int, default=memo_config.load().prefetcher.per_app_cap_bytes >> 20,
+                    help="per-app cap in MB (default: prefetcher.per_app_cap_bytes)")
     ap.add_argument("--out", default="launch.json", help="file name under bench/results")
     args = ap.parse_args()
     if os.geteuid() != 0:

@@ -129,9 +129,11 @@ class BPFSource:
 
     def run(self, emit: Emit, stop: threading.Event, tick: Callable[[], None] = lambda: None) -> None:
         b = self.loaded.bpf
+        # Wake at least once per flush interval, so that a lone exec is not held back by the poll.
+        poll_ms = max(1, min(POLL_MS, int(self.cfg.flush_interval_s * 1000)))
         next_faults = time.monotonic() + self.cfg.faults_interval_s
         while not stop.is_set():
-            b.ring_buffer_poll(POLL_MS)
+            b.ring_buffer_poll(poll_ms)
             extra = self._sweep_lost()
             if time.monotonic() >= next_faults:
                 next_faults += self.cfg.faults_interval_s

@@ -183,6 +183,10 @@ def evaluate(trace: dict[str, list[tuple[str, float | None]]], models: list[str]
     """Replay every user and macro-average their metrics: {"models": {name: metrics}, ...}."""
     global _JOB
     jobs = jobs or os.cpu_count() or 1
+    if "llm" in models:  # start the configured LLM backend, synchronous (one call per launch, inline)
+        from inference.llm import runtime
+
+        jobs = runtime.prepare_eval(jobs)
     users = sorted(trace, key=lambda u: -len(trace[u]))  # longest first: better balance across processes
     total = sum(max(1, math.ceil(len(trace[u]) * head)) if head < 1 else len(trace[u]) for u in users)
     t0 = time.perf_counter()

@@ -37,6 +37,10 @@ class Service:
         profiles = Profiles(store)
         rules = Rules(config.inference.ignore, config.inference.allow)
         ingestor = Ingestor(store, rules, config.collector.launch_window_s)
+        if "llm" in config.inference.models:  # the engine starts in the background; until then it abstains
+            from inference.llm import runtime
+
+            runtime.start(config.llm, config.paths.data_dir)
         models = Models(store, config.inference.models, metrics, profiles.bytes_of)
         models.start()
         return cls(config, store, ingestor, models, profiles, metrics)
@@ -45,6 +49,10 @@ class Service:
         self.models.stop()
         self.ingestor.save_state()
         self.store.close()
+        if "llm" in self.config.inference.models:
+            from inference.llm import runtime
+
+            runtime.stop()
 
     def ingest(self, body: bytes) -> IngestResult:
         """Store a batch (blocking: run it in a worker thread) and hand its launches to the models."""

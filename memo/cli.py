@@ -17,6 +17,12 @@ from memo import config as memo_config
 
 EXAMPLES = """\
 examples:
+  sudo make up                                         # start MEMO (or: sudo memo up); stop: make down
+  memo status                                          # is each service healthy, and what did it achieve
+  memo predict                                         # your most likely next programs
+  memo profile /usr/bin/vim.basic                      # what a program reads at start
+  memo explain /usr/bin/git                            # why it ranks where it does
+  sudo memo trace                                      # live launches, like execsnoop
   memo eval --input ../shared/data/sea-dev.csv         # replay a trace, print accuracy per model
   memo eval --input trace.csv --json --plot out.png    # machine-readable result and a bar chart
   memo config                                          # the configuration in force, as JSON
@@ -26,6 +32,13 @@ examples:
 # name -> (module:function that adds the subparser's arguments and returns its handler, help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("inference.evaluate:add_cli", "replay a user,ts,app CSV online and score every predictor"),
+    "up": ("memo.updown:add_up_cli", "start collector, inference and prefetcher, supervised"),
+    "down": ("memo.updown:add_down_cli", "stop MEMO's services cleanly"),
+    "status": ("memo.status:add_cli", "health of each service, events/s, lost, accuracy, prefetch hit rate"),
+    "predict": ("memo.queries:add_predict_cli", "a user's most likely next programs"),
+    "profile": ("memo.queries:add_profile_cli", "the file ranges a program reads at start"),
+    "explain": ("memo.queries:add_explain_cli", "why a program ranks where it does, per model"),
+    "trace": ("memo.trace:add_cli", "live program launches and exits (like execsnoop)"),
 }
 
 
@@ -74,8 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    from memo.api import ServiceDown
+
     try:
         return int(args.handler(args) or 0)
+    except ServiceDown as exc:
+        print(f"memo {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

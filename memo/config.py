@@ -50,7 +50,7 @@ class CollectorConfig(BaseModel):
     source_id: str = Field("", description="identity of this collector's stream; empty = hostname")
     launch_window_s: float = Field(10.0, gt=0, description="seconds after exec that page-cache adds count")
     batch_max_events: int = Field(2000, ge=1, le=10_000, description="most events in one batch sent")
-    flush_interval_s: float = Field(0.2, gt=0, description="longest an event waits before it is sent")
+    flush_interval_s: float = Field(0.02, gt=0, description="longest an event waits before it is sent")
     faults_interval_s: float = Field(5.0, gt=0, description="period of per-process fault records")
     spool_max_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024, description="on-disk spool bound")
     ringbuf_pages: int = Field(1024, ge=16, description="ring buffer size in pages (power of two)")
@@ -79,13 +79,16 @@ class LLMConfig(BaseModel):
     url: str = Field("", description="remote vLLM OpenAI-compatible server, for backend=remote")
     timeout_s: float = Field(5.0, gt=0, description="an LLM call slower than this is dropped")
     max_concurrency: int = Field(1, ge=1, description="LLM calls in flight at once")
+    kv_cache_gb: int = Field(1, ge=1, description="vLLM CPU KV cache (VLLM_CPU_KVCACHE_SPACE), GiB")
 
 
 class PrefetcherConfig(BaseModel):
     poll_interval_s: float = Field(1.0, gt=0, description="seconds between prefetch cycles")
     min_probability: float = Field(0.2, ge=0, le=1, description="act only on predictions above this")
     budget_share: float = Field(0.1, gt=0, le=1, description="share of MemAvailable usable per cycle")
-    per_app_cap_bytes: int = Field(100 * 1024 * 1024, ge=0, description="most bytes read ahead per program")
+    per_app_cap_bytes: int = Field(
+        512 * 1024 * 1024, ge=0,
+        description="most bytes read ahead per program (chromium reads ~330 MB at start)")
     psi_some_avg10_max: float = Field(10.0, ge=0, description="do nothing above this memory pressure")
     swappiness_low: int = Field(10, ge=0, le=200, description="swappiness set for soon-used cgroups")
     madv_cold: bool = Field(False, description="MADV_COLD processes predicted idle for long")
@@ -156,7 +159,7 @@ def render_toml(cfg: Config | None = None) -> str:
     top = [(n, f) for n, f in Config.model_fields.items() if not isinstance(getattr(cfg, n), BaseModel)]
     for name, field in top:
         out += [f"# {field.description or name}", f"{name} = {_toml_value(getattr(cfg, name))}"]
-    for section, field in Config.model_fields.items():
+    for section in Config.model_fields:
         model = getattr(cfg, section)
         if not isinstance(model, BaseModel):
             continue

@@ -23,6 +23,8 @@ async def healthz(service: ServiceDep) -> Health:
         detail: dict[str, str | int | float | bool] = {
             "database": str(service.store.path), "users": len(service.models.users), "launches": launches,
             "sources": len(service.store.sources()), "models": ",".join(service.models.names),
+            # records the kernel could not deliver, summed over collectors (`memo status` shows it)
+            "lost": int(service.store.query("SELECT COALESCE(SUM(lost), 0) FROM sources")[0][0]),
         }
         detail.update(service.metrics.accuracy_so_far())
         alive = service.models.alive()

@@ -2,7 +2,10 @@
 
 Input per launch: the app's embedding plus its time context — hour and weekday (as sin/cos) and
 log(1 + seconds since the previous launch), zeros when the trace has no times. The model reads the
-last ``WINDOW`` launches and outputs a softmax over the user's apps.
+last ``WINDOW`` launches and outputs a softmax over the user's apps, plus a direct path from the last
+app's embedding (learns "what follows what" fast). One user's data is small (1-30k launches), so the
+net is small, uses dropout, and its output is shrunk towards the user's launch frequencies while it
+has trained on little (a new user's net is noise; counts are not).
 
 Training never runs on the request path: ``observe`` only appends to the history; ``train_pending``
 (a worker thread in the service, inline in ``memo eval``) trains a private copy for a few Adam steps on

@@ -56,6 +56,9 @@ class UserModel:
             make = registry.factory(n)
             assert make is not None
             self.members[n] = make(self.population)
+        for m in self.members.values():  # the LLM member scores the other members' candidates
+            if hasattr(m, "bind_peers"):
+                m.bind_peers(list(self.members.values()))
         self.mixer = Mixer(self.names)
         self.seen: dict[str, int] = {}
         self.recent: list[str] = []
@@ -73,8 +76,8 @@ class UserModel:
         with self._lock:
             cands = self._candidates(Context(now=self.last_ts))[0]
             self.mixer.update(cands, launch.app)
-            for m in self.members.values():
-                m.observe(launch)
+            for m in sorted(self.members.values(), key=lambda m: hasattr(m, "bind_peers")):
+                m.observe(launch)  # members with peers last: they rank what the others just learned
             self.population.observe(launch, prev=self.recent[0] if self.recent else None)
             self.seen[launch.app] = self.seen.get(launch.app, 0) + 1
             if launch.app in self.recent:

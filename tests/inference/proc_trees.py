@@ -1,7 +1,7 @@
 """Real process trees for the segmentation tests: a scenario run by an interactive shell, traced by
 ``memo-collector --stdout`` (root, eBPF), kept to the scenario's own processes.
 
-``.venv/bin/python tests/inference/proc_trees.py`` (as root) re-records
+``.venv/bin/python -m tests.inference.proc_trees`` (as root) re-records
 tests/inference/data/shell_session.jsonl.
 """
 

@@ -7,11 +7,10 @@ import os
 import stat
 from urllib.parse import quote
 
-from conftest import Service
-from events import batch, exec_ev, fork_ev, page_ev, session
-from proc_trees import load_fixture
-
 from memo.contract import MAX_BATCH_EVENTS, AppProfile, EventAck, Predictions, SourceStats
+from tests.inference.conftest import Service
+from tests.inference.events import batch, exec_ev, fork_ev, page_ev, session
+from tests.inference.proc_trees import load_fixture
 
 
 def test_socket_mode_and_port(service: Service) -> None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 import httpx
 import pytest
 import schemathesis
-from conftest import Service
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
+
+from tests.inference.conftest import Service
 
 EXAMPLES = 100  # per operation and mode: 12 operations x 2 modes x up to 100 requests
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from events import exec_ev, exit_ev, fork_ev
-from proc_trees import EXPECTED, descendants, load_fixture, record
 
 from inference.segment import Kind, Rules, Segmenter, identify, segment
 from memo.contract import EVENT_ADAPTER, ExecEvent
+from tests.inference.events import exec_ev, exit_ev, fork_ev
+from tests.inference.proc_trees import EXPECTED, descendants, load_fixture, record
 
 
 def ev(**kw: object) -> ExecEvent:

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import lab  # noqa: E402
+from tests.prefetcher import lab
 
 PREFETCHER = lab.venv_bin("memo-prefetcher")
 

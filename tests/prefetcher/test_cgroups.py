@@ -11,11 +11,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import lab
 import pytest
-from conftest import PREFETCHER
 
 from prefetcher import cgroups
+from tests.prefetcher import lab
+from tests.prefetcher.conftest import PREFETCHER
 
 pytestmark = pytest.mark.root
 

@@ -7,10 +7,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import PREFETCHER
 
 from memo.contract import AppProfile, ProfileRange
 from prefetcher import syscalls
+from tests.prefetcher.conftest import PREFETCHER
 
 
 def test_help_has_examples() -> None:

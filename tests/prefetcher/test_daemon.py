@@ -16,9 +16,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import PREFETCHER
 
 from prefetcher import syscalls
+from tests.prefetcher.conftest import PREFETCHER
 
 pytestmark = pytest.mark.root
 MB = 1 << 20

@@ -8,12 +8,12 @@ import subprocess
 import time
 from pathlib import Path
 
-import lab
 import pytest
-from conftest import PREFETCHER
 
 from memo.contract import AppProfile, ProfileRange
 from prefetcher import budget, syscalls
+from tests.prefetcher import lab
+from tests.prefetcher.conftest import PREFETCHER
 
 pytestmark = pytest.mark.root
 MB = 1 << 20

@@ -6,11 +6,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import lab
 import pytest
 
 from prefetcher import swapin
 from prefetcher.budget import Budget
+from tests.prefetcher import lab
 
 pytestmark = pytest.mark.root
 MB = 1 << 20

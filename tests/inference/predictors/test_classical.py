@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from predictor_helpers import accuracy, replay, top
 
 from inference.predictors import Context, Launch, Population
 from inference.predictors.markov import Markov
 from inference.predictors.mfu import MFU
 from inference.predictors.mru import MRU
 from inference.predictors.ppm import PPM
+from tests.inference.predictors.predictor_helpers import accuracy, replay, top
 
 
 @pytest.fixture

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from predictor_helpers import replay, top
-
 from inference.predictors import Context, Launch, Population
 from inference.predictors.lstm import LSTMPredictor, time_features
+from tests.inference.predictors.predictor_helpers import replay, top
 
 
 def trained_on(seq: list[str], rounds: int = 30) -> LSTMPredictor:

@@ -24,7 +24,7 @@ def fed(models: list[str], apps: list[str], population: Population | None = None
 
 
 def test_default_models_follow_config_minus_llm() -> None:
-    assert DEFAULT_MODELS == ("mfu", "mru", "markov", "ppm", "lstm")
+    assert DEFAULT_MODELS == ("mfu", "mru", "markov", "ppm", "lstm", "llm")
 
 
 def test_predict_is_normalised_and_explains_each_member() -> None:

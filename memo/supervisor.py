@@ -1,0 +1,247 @@
+"""MEMO's own small supervisor (systemd is not PID 1 on every machine): starts inference, waits until it
+answers, then starts collector and prefetcher; restarts a service that dies, with exponential backoff;
+on SIGTERM stops them in reverse order (each gets SIGTERM, so the prefetcher restores its cgroup
+values and the collector removes its pins) and exits.
+
+One supervisor per run directory (an flock). Children die with it (PR_SET_PDEATHSIG), so a killed
+supervisor never leaves orphans. What it sees is written to <run_dir>/supervisor.json for `memo up`,
+`memo status` and tests. Run it with `memo up` (detached) or `python -m memo.supervisor` (foreground).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from memo import config as memo_config
+from memo import logs
+from memo.runtime import SERVICES, SUPERVISOR, RunDir, command, take_lock, write_pid
+
+log = logging.getLogger("memo-supervisor")
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness probe is noise
+
+BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+STABLE_S = 60.0
+"""A service that ran this long before dying starts again at the first backoff step."""
+READY_TIMEOUT_S = {"inference": 120.0, "collector": 180.0, "prefetcher": 60.0}
+STOP_TIMEOUT_S = 30.0
+TICK_S = 0.1
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes] | None = None
+    state: str = "stopped"  # starting, running, backoff, stopped, failed
+    restarts: int = 0
+    failures: int = 0
+    started_at: float = 0.0
+    next_start: float = 0.0
+    last_exit: int | None = None
+    log_offset: int = 0
+    history: list[dict[str, float | int]] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+
+class Supervisor:
+    def __init__(self, cfg: memo_config.Config) -> None:
+        self.cfg = cfg
+        self.run = RunDir(cfg.paths.run_dir)
+        self.children = {name: Child(name) for name in SERVICES}
+        self.stopping = False
+        self.started = time.time()
+        self._ready: dict[str, Callable[[Child], bool]] = {
+            "inference": self._inference_ready, "collector": self._collector_ready,
+            "prefetcher": self._logged("memo-prefetcher: started", quiet_after_s=2.0)}
+
+    # ---------------------------------------------------------------- readiness
+
+    def _inference_ready(self, child: Child) -> bool:
+        """Its socket answers /healthz and it has (re)written the port file since it started."""
+        try:
+            if self.run.port_file.stat().st_mtime < child.started_at - 1:
+                return False
+            with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.run.socket)), timeout=2.0,
+                              base_url="http://memo-inference") as c:
+                return c.get("/healthz").status_code == 200
+        except (OSError, httpx.HTTPError):
+            return False
+
+    def _collector_ready(self, child: Child) -> bool:
+        """Its programs are pinned (eBPF), or it says it is ready (any source, at log level INFO)."""
+        try:
+            pin = self.cfg.collector.bpf_pin_dir / "prog_memo_exec"
+            pinned = pin.lstat().st_ctime >= child.started_at - 1
+        except OSError:
+            pinned = False
+        return pinned or self._logged("memo-collector: ready", quiet_after_s=10.0)(child)
+
+    def _logged(self, marker: str, quiet_after_s: float) -> Callable[[Child], bool]:
+        """Ready once the child's own log line (tagged with its pid) says ``marker``; at a log level that
+        hides INFO lines, once it has run ``quiet_after_s`` without exiting."""
+        quiet = logging.getLevelName(self.cfg.log_level.upper()) > logging.INFO
+
+        def ready(child: Child) -> bool:
+            if quiet:
+                return time.time() - child.started_at >= quiet_after_s
+            try:
+                with open(self.run.log_file(child.name), "rb") as f:
+                    f.seek(child.log_offset)
+                    text = f.read().decode(errors="replace")
+            except OSError:
+                return False
+            tag = f"[{child.pid}] "
+            return any(tag in line and marker in line for line in text.splitlines())
+        return ready
+
+    # ---------------------------------------------------------------- processes
+
+    def spawn(self, child: Child) -> None:
+        logf = self.run.log_file(child.name)
+        out = open(logf, "ab")  # noqa: SIM115 - the child owns it from here
+        child.log_offset = out.tell()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        child.proc = subprocess.Popen(command(child.name), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                      env=env, start_new_session=True, preexec_fn=_die_with_parent)
+        out.close()
+        child.started_at = time.time()
+        child.state = "starting"
+        write_pid(self.run.pid_file(child.name), child.proc.pid)
+        log.info("%s started (pid %d), log %s", child.name, child.proc.pid, logf)
+        self.save()
+
+    def reap(self, child: Child) -> bool:
+        """True if the child has exited (and schedules its restart)."""
+        if child.proc is None or child.proc.poll() is None:
+            return False
+        rc = child.proc.returncode
+        ran = time.time() - child.started_at
+        child.failures = 0 if ran >= STABLE_S else child.failures + 1
+        delay = BACKOFF_S[min(max(child.failures, 1), len(BACKOFF_S)) - 1]
+        child.last_exit = rc
+        child.history.append({"pid": child.proc.pid, "rc": rc, "ran_s": round(ran, 2), "at": time.time()})
+        del child.history[:-10]
+        child.proc = None
+        child.state = "backoff"
+        child.next_start = time.monotonic() + delay
+        self.run.pid_file(child.name).unlink(missing_ok=True)
+        log.warning("%s exited with %s after %.1f s; restarting in %.1f s (see %s)", child.name, rc, ran,
+                    delay, self.run.log_file(child.name))
+        self.save()
+        return True
+
+    def stop_child(self, child: Child) -> None:
+        if child.proc is None:
+            return
+        if child.proc.poll() is None:
+            child.proc.send_signal(signal.SIGTERM)
+            try:
+                child.proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                log.error("%s did not stop within %.0f s: killing it", child.name, STOP_TIMEOUT_S)
+                child.proc.kill()
+                child.proc.wait()
+        log.info("%s stopped (exit %s)", child.name, child.proc.returncode)
+        child.last_exit = child.proc.returncode
+        child.proc = None
+        child.state = "stopped"
+        self.run.pid_file(child.name).unlink(missing_ok=True)
+        self.save()
+
+    # ---------------------------------------------------------------- state
+
+    def save(self) -> None:
+        data = {
+            "pid": os.getpid(), "started": self.started, "stopping": self.stopping,
+            "run_dir": str(self.run.root), "socket": str(self.run.socket), "port": self.run.port(),
+            "services": {n: {"pid": c.pid, "state": c.state, "restarts": c.restarts, "last_exit": c.last_exit,
+                             "since": c.started_at, "log": str(self.run.log_file(n)), "exits": c.history}
+                         for n, c in self.children.items()},
+        }
+        tmp = self.run.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, self.run.state_file)
+
+    # ---------------------------------------------------------------- the loop
+
+    def step(self) -> None:
+        """One pass: reap, restart what is due, promote what became ready. Collector and prefetcher wait
+        for inference only at first start; later they ride out its restarts (spool, retries)."""
+        now = time.monotonic()
+        first = self.children["inference"]
+        for child in self.children.values():
+            if self.reap(child):
+                continue
+            if child.state == "backoff" and now >= child.next_start:
+                child.restarts += 1
+                self.spawn(child)
+            elif child.state == "stopped" and child.name != "inference" and first.state == "running" \
+                    and not child.history:
+                self.spawn(child)
+            elif child.state == "starting":
+                if self._ready[child.name](child):
+                    child.state = "running"
+                    log.info("%s is ready (pid %d, %.1f s)", child.name, child.pid,
+                             time.time() - child.started_at)
+                    self.save()
+                elif time.time() - child.started_at > READY_TIMEOUT_S[child.name]:
+                    log.error("%s not ready after %.0f s: restarting it", child.name,
+                              READY_TIMEOUT_S[child.name])
+                    assert child.proc is not None
+                    child.proc.kill()
+                    child.proc.wait()
+
+    def serve(self) -> int:
+        def _stop(signum: int, _frame: object) -> None:
+            if not self.stopping:
+                log.info("signal %s: stopping all services", signal.Signals(signum).name)
+            self.stopping = True
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, _stop)
+        self.spawn(self.children["inference"])
+        try:
+            while not self.stopping:
+                self.step()
+                time.sleep(TICK_S)
+        finally:
+            self.stopping = True
+            self.save()
+            for name in reversed(SERVICES):
+                self.stop_child(self.children[name])
+            self.run.pid_file(SUPERVISOR).unlink(missing_ok=True)
+        log.info("all services stopped")
+        return 0
+
+
+def main() -> int:
+    cfg = memo_config.load()
+    logs.setup("memo-supervisor", cfg.log_level)
+    sup = Supervisor(cfg)
+    lock = take_lock(sup.run)
+    if lock is None:
+        print(f"memo-supervisor: another supervisor runs in {sup.run.root}", file=sys.stderr)
+        return 3
+    write_pid(sup.run.pid_file(SUPERVISOR), os.getpid())
+    return sup.serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
