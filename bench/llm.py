@@ -100,7 +100,7 @@ def _feed(sock: Path, stop: threading.Event, start_i: int) -> int:
     return i - start_i
 
 
-def bench_service(llm: bool, rate: float, duration: float, launches: int) -> dict:
+def bench_service(llm: bool, rate: float, duration: float, launches: int, settle: float) -> dict:
     import api
 
     with tempfile.TemporaryDirectory(prefix="memo-bench-llm-") as d:
@@ -137,6 +137,7 @@ def bench_service(llm: bool, rate: float, duration: float, launches: int) -> dic
                         _feed(sock, stop, int(time.monotonic() * 10) % 10**6)
                 if llm_active_s is None:
                     raise SystemExit("the LLM member never scored in the service")
+            time.sleep(settle)  # the LSTM's background training of the seed launches holds the GIL meanwhile
             rss = tree_rss_mb(proc.pid)
             stop = threading.Event()
             fed: list[int] = []
@@ -161,10 +162,11 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=500.0, help="GET /v1/predictions per second")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of prediction load per run")
     ap.add_argument("--launches", type=int, default=300, help="seed launches before the load")
+    ap.add_argument("--settle", type=float, default=30.0, help="seconds between seeding and the load")
     args = ap.parse_args()
     scoring = bench_scoring(args.calls)
-    off = bench_service(False, args.rate, args.duration, args.launches)
-    on = bench_service(True, args.rate, args.duration, args.launches)
+    off = bench_service(False, args.rate, args.duration, args.launches, args.settle)
+    on = bench_service(True, args.rate, args.duration, args.launches, args.settle)
     result = {"bench": "llm", "host": platform.node(), "cpus": os.cpu_count(),
               "when": datetime.now().isoformat(timespec="seconds"), "scoring_engine_cpu": scoring,
               "predictions_llm_off": off, "predictions_llm_on": on,

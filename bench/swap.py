@@ -31,78 +31,21 @@ sys.path.insert(0, str(REPO))
 
 from prefetcher import swapin  # noqa: E402
 from prefetcher.budget import Budget  # noqa: E402
+from tests.prefetcher import lab  # noqa: E402  (the kernel lab the tests use: swap file, cgroup, hog)
 
 RESULTS = REPO / "bench" / "results"
-V1 = Path("/sys/fs/cgroup/memory")
 PYTHON = f"/var/tmp/memo-bench-python-{os.getpid()}"
 """A private copy of python3: the swap-in acts on processes of this executable only, none of anyone else's."""
 MB = 1 << 20
 
-HOG = r"""
-import sys, time
-buf = None
-for line in sys.stdin:
-    cmd, *arg = line.split()
-    if cmd == "alloc":
-        n = int(arg[0]) << 20
-        buf = bytearray(n)
-        for i in range(0, n, 4096):
-            buf[i] = (i >> 12) & 0xFF or 1
-        print("ok", flush=True)
-    elif cmd == "touch":
-        t = time.perf_counter(); s = 0
-        for i in range(0, len(buf), 4096):
-            s += buf[i]
-        print(f"{time.perf_counter() - t:.6f}", flush=True)
-"""
-
-
 @contextlib.contextmanager
-def lab(size: str = "1G") -> Iterator[Path]:
-    """A swap file and a v1 memory cgroup, removed afterwards whatever happens."""
-    swap = Path(f"/var/tmp/memo-bench-swap-{os.getpid()}")
-    shutil.copy2(os.path.realpath("/usr/bin/python3"), PYTHON)
-    cg = V1 / f"memo-bench-swap-{os.getpid()}"
+def private_python() -> Iterator[str]:
+    """A private copy of python3: the swap-in acts on processes of this executable only."""
+    shutil.copy2(lab.exe_python(), PYTHON)
     try:
-        subprocess.run(["fallocate", "-l", size, str(swap)], check=True)
-        swap.chmod(0o600)
-        subprocess.run(["mkswap", str(swap)], check=True, capture_output=True)
-        subprocess.run(["swapon", str(swap)], check=True)
-        cg.mkdir()
-        yield cg
+        yield PYTHON
     finally:
-        if cg.exists():
-            for pid in (cg / "cgroup.procs").read_text().split():
-                with contextlib.suppress(OSError):
-                    (V1 / "cgroup.procs").write_text(pid)
-            for _ in range(50):
-                try:
-                    cg.rmdir()
-                    break
-                except OSError:
-                    time.sleep(0.1)
-        subprocess.run(["swapoff", str(swap)], capture_output=True)
-        swap.unlink(missing_ok=True)
         Path(PYTHON).unlink(missing_ok=True)
-
-
-class Hog:
-    def __init__(self) -> None:
-        self.p = subprocess.Popen([PYTHON, "-c", HOG], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  text=True)
-
-    def cmd(self, line: str) -> str:
-        assert self.p.stdin and self.p.stdout
-        self.p.stdin.write(line + "\n")
-        self.p.stdin.flush()
-        return self.p.stdout.readline().strip()
-
-    def touch(self) -> float:
-        return float(self.cmd("touch"))
-
-
-def limit(cg: Path, nbytes: int | None) -> None:
-    (cg / "memory.limit_in_bytes").write_text(str(nbytes if nbytes else -1))
 
 
 def main() -> int:
@@ -120,25 +63,24 @@ def main() -> int:
                                      "swapped, MEMO swap-in": [], "swapped, WILLNEED only": []}
     swapped_mb: list[float] = []
     prefetcher = str(REPO / ".venv" / "bin" / "memo-prefetcher")
-    with lab() as cg:
+    with private_python(), lab.swapfile(), lab.memory_cgroup("bench-swap") as cg:
         for _ in range(args.runs):
             # never swapped: its own process, same size, no limit, same pause before the touch
-            fresh = Hog()
+            fresh = lab.Hog(PYTHON)
             try:
-                fresh.cmd(f"alloc {args.mb}")
+                fresh.alloc(args.mb)
                 time.sleep(0.5)
                 times["never swapped"].append(fresh.touch())
             finally:
-                fresh.p.kill()
-                fresh.p.wait()
+                fresh.close()
             for cond in ("swapped, no MEMO", "swapped, MEMO swap-in", "swapped, WILLNEED only"):
-                h = Hog()
+                h = lab.Hog(PYTHON)
                 try:
-                    (cg / "cgroup.procs").write_text(str(h.p.pid))
-                    limit(cg, args.limit_mb * MB)
-                    h.cmd(f"alloc {args.mb}")
-                    limit(cg, None)
-                    swapped_mb.append(swapin.swap_bytes(h.p.pid) / MB)
+                    (cg / "cgroup.procs").write_text(str(h.pid))
+                    lab.set_limit(cg, args.limit_mb * MB)
+                    h.alloc(args.mb)
+                    lab.set_limit(cg, None)
+                    swapped_mb.append(swapin.swap_bytes(h.pid) / MB)
                     if cond == "swapped, MEMO swap-in":
                         subprocess.run([prefetcher, "--once", "--psi-max", "100", "--app", app],
                                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -147,8 +89,7 @@ def main() -> int:
                     time.sleep(0.5)
                     times[cond].append(h.touch())
                 finally:
-                    h.p.kill()
-                    h.p.wait()
+                    h.close()
     base = statistics.median(times["never swapped"])
     rows = [{"condition": k, "touch_s": statistics.median(v),
              "vs_never_swapped": statistics.median(v) / base, "samples": v} for k, v in times.items()]

@@ -105,7 +105,9 @@ async def serve(config: Config) -> None:
     tcp_task = asyncio.create_task(tcp.serve(sockets=[tsock]))
     while not tcp.started and not tcp_task.done():
         await asyncio.sleep(0.01)
-    port_file.write_text(f"{port}\n")
+    tmp = port_file.with_suffix(".tmp")  # readers poll for the file: never show them a half-written one
+    tmp.write_text(f"{port}\n")
+    tmp.replace(port_file)
     log.info("memo-inference: unix socket %s (read/write), http://%s:%d (read-only)",
              config.paths.socket, inf.host, port)
     print(f"memo-inference listening on unix:{config.paths.socket} and http://{inf.host}:{port}", flush=True)
