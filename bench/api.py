@@ -38,7 +38,9 @@ APPS = [f"/usr/bin/app{i}" for i in range(40)]
 
 def start_service(tmp: Path) -> tuple[subprocess.Popen[bytes], Path, int]:
     env = {**os.environ, "MEMO_PATHS__RUN_DIR": str(tmp / "run"), "MEMO_PATHS__DATA_DIR": str(tmp / "data"),
-           "MEMO_INFERENCE__PORT": "0", "MEMO_LOG_LEVEL": "WARNING"}
+           "MEMO_INFERENCE__PORT": "0", "MEMO_LOG_LEVEL": "WARNING",
+           # the service alone; bench/llm.py measures it with the LLM on
+           "MEMO_LLM__BACKEND": os.environ.get("MEMO_LLM__BACKEND", "off")}
     exe = Path(sys.executable).parent / "memo-inference"
     proc = subprocess.Popen([str(exe)], env=env, stdout=subprocess.DEVNULL)
     port_file = tmp / "run" / "inference.port"

@@ -126,6 +126,7 @@ def bench_service(llm: bool, rate: float, duration: float, launches: int, settle
                 t0 = time.monotonic()
                 with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
                     while time.monotonic() - t0 < 300:
+                        time.sleep(1.5)  # the call for the last launch lands, the trainer re-ranks
                         top = c.get("/v1/predictions", params={"uid": 1000, "k": 1}).json()
                         app = top["predictions"][0]["app"] if top.get("predictions") else api.APPS[0]
                         ex = c.get("/v1/explain", params={"uid": 1000, "app": app}).json()
