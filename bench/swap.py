@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from prefetcher import swapin  # noqa: E402
 from prefetcher.budget import Budget  # noqa: E402
-from tests.prefetcher import lab  # noqa: E402  (the kernel lab the tests use: swap file, cgroup, hog)
+from tests import lab  # noqa: E402  (the kernel lab the tests use: swap file, cgroup, hog)
 
 RESULTS = REPO / "bench" / "results"
 PYTHON = f"/var/tmp/memo-bench-python-{os.getpid()}"

@@ -3,7 +3,7 @@ this test makes and removes, gets tens of thousands of swap-ins attributed to it
 
 from __future__ import annotations
 
-import os
+import contextlib
 import subprocess
 import sys
 import time
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import lab
+
 pytestmark = [pytest.mark.root, pytest.mark.bpf]
-MEMCG_V1 = Path("/sys/fs/cgroup/memory")
 # Write 400 MB page by page (pushing ~200 MB out to swap), then read it all back (swap-ins).
 WORKLOAD = """
 import mmap
@@ -29,50 +30,24 @@ assert s == n // 4096
 """
 
 
-def _sh(*cmd: str) -> None:
-    subprocess.run(cmd, check=True, capture_output=True)
-
-
 @pytest.fixture
 def swap_file(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "memo-test.swap"
-    _sh("fallocate", "-l", "1G", str(path))
-    path.chmod(0o600)
-    _sh("mkswap", str(path))
-    try:
-        _sh("swapon", str(path))
-    except subprocess.CalledProcessError as exc:
-        path.unlink()
-        pytest.skip(f"swapon refused a swap file here: {exc.stderr.decode().strip()}")
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            path = stack.enter_context(lab.swapfile(where=tmp_path))
+        except subprocess.CalledProcessError as exc:
+            pytest.skip(f"this kernel refused a swap file: {exc}")
         yield path
-    finally:
-        subprocess.run(["swapoff", str(path)], capture_output=True)
-        path.unlink(missing_ok=True)
 
 
 @pytest.fixture
 def memcg() -> Iterator[Path]:
-    if not (MEMCG_V1 / "memory.limit_in_bytes").exists():
-        pytest.skip(f"no cgroup v1 memory controller at {MEMCG_V1}")
-    cg = MEMCG_V1 / f"memo-test-{os.getpid()}"
-    cg.mkdir()
-    try:
-        (cg / "memory.limit_in_bytes").write_text(str(200 << 20))
+    if not (lab.V1_MEMORY / "memory.limit_in_bytes").exists():
+        pytest.skip(f"no cgroup v1 memory controller at {lab.V1_MEMORY}")
+    with lab.memory_cgroup("swap") as cg:
+        lab.set_limit(cg, 200 << 20)
         (cg / "memory.swappiness").write_text("60")
         yield cg
-    finally:
-        for pid in (cg / "cgroup.procs").read_text().split():
-            try:
-                os.kill(int(pid), 9)
-            except ProcessLookupError:
-                pass
-        for _ in range(50):
-            try:
-                cg.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
 
 
 def test_swapins_attributed_to_pid(start_collector, swap_file: Path, memcg: Path) -> None:

@@ -81,23 +81,21 @@ class Service:
         raise AssertionError(f"uid {uid} did not reach {n} launches")
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    svc = Service(tmp_path)
+def _running(root: Path) -> Iterator[Service]:
+    svc = Service(root)
     svc.start()
     try:
         yield svc
     finally:
         if svc.proc is not None and svc.proc.poll() is None:
             svc.stop()
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    yield from _running(tmp_path)
 
 
 @pytest.fixture(scope="module")
 def shared_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = Service(tmp_path_factory.mktemp("svc"))
-    svc.start()
-    try:
-        yield svc
-    finally:
-        if svc.proc is not None and svc.proc.poll() is None:
-            svc.stop()
+    yield from _running(tmp_path_factory.mktemp("svc"))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.prefetcher import lab
+from tests import lab
 
 PREFETCHER = lab.venv_bin("memo-prefetcher")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from prefetcher import cgroups
-from tests.prefetcher import lab
+from tests import lab
 from tests.prefetcher.conftest import PREFETCHER
 
 pytestmark = pytest.mark.root

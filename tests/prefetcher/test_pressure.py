@@ -12,7 +12,7 @@ import pytest
 
 from memo.contract import AppProfile, ProfileRange
 from prefetcher import budget, syscalls
-from tests.prefetcher import lab
+from tests import lab
 from tests.prefetcher.conftest import PREFETCHER
 
 pytestmark = pytest.mark.root

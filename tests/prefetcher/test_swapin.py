@@ -10,7 +10,7 @@ import pytest
 
 from prefetcher import swapin
 from prefetcher.budget import Budget
-from tests.prefetcher import lab
+from tests import lab
 
 pytestmark = pytest.mark.root
 MB = 1 << 20

@@ -1,5 +1,6 @@
-"""Real-kernel fixtures for the prefetcher's tests: a swap file, a cgroup v1 memory cgroup, a process
-with anonymous memory to swap out. Each cleans up in a finally block, also when the test fails."""
+"""The real-kernel lab shared by the collector's and prefetcher's tests and bench/swap.py: a swap file, a
+cgroup v1 memory cgroup, a process with anonymous memory to swap out. Each cleans up in a finally
+block, also when the test fails."""
 
 from __future__ import annotations
 
