@@ -7,8 +7,9 @@ memory cgroup and removes both at the end, also on failure.
 A python3 process writes --mb MB of anonymous memory under a --limit-mb limit, so about half of it goes
 to swap; then the limit is lifted (the user comes back, there is room again) and the process reads one
 byte per page. Conditions: never swapped (same process, same memory, no limit); swapped, touched as
-is; swapped, after `memo-prefetcher --once --app <python>` (process_madvise WILLNEED + fault-in);
-swapped, after WILLNEED alone (the swap-in module with map_back off, to show what each step is worth).
+is; swapped, after `memo-prefetcher --once --app <python>` (process_madvise WILLNEED, fault-in, huge-page
+collapse of full extents); and, to show what each step is worth, swapped after WILLNEED + fault-in
+without the collapse, and after WILLNEED alone.
 Target: with MEMO within 1.2x of never swapped.
 """
 
@@ -60,7 +61,8 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     app = os.path.realpath(PYTHON)
     times: dict[str, list[float]] = {"never swapped": [], "swapped, no MEMO": [],
-                                     "swapped, MEMO swap-in": [], "swapped, WILLNEED only": []}
+                                     "swapped, MEMO swap-in": [], "swapped, no collapse": [],
+                                     "swapped, WILLNEED only": []}
     swapped_mb: list[float] = []
     prefetcher = str(REPO / ".venv" / "bin" / "memo-prefetcher")
     with private_python(), lab.swapfile(), lab.memory_cgroup("bench-swap") as cg:
@@ -73,7 +75,8 @@ def main() -> int:
                 times["never swapped"].append(fresh.touch())
             finally:
                 fresh.close()
-            for cond in ("swapped, no MEMO", "swapped, MEMO swap-in", "swapped, WILLNEED only"):
+            for cond in ("swapped, no MEMO", "swapped, MEMO swap-in", "swapped, no collapse",
+                         "swapped, WILLNEED only"):
                 h = lab.Hog(PYTHON)
                 try:
                     (cg / "cgroup.procs").write_text(str(h.pid))
@@ -84,6 +87,8 @@ def main() -> int:
                     if cond == "swapped, MEMO swap-in":
                         subprocess.run([prefetcher, "--once", "--psi-max", "100", "--app", app],
                                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    elif cond == "swapped, no collapse":
+                        swapin.swap_in(app, Budget(1 << 62), collapse=False)
                     elif cond == "swapped, WILLNEED only":
                         swapin.swap_in(app, Budget(1 << 62), map_back=False)
                     time.sleep(0.5)

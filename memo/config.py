@@ -91,6 +91,9 @@ class PrefetcherConfig(BaseModel):
         description="most bytes read ahead per program (chromium reads ~330 MB at start)")
     psi_some_avg10_max: float = Field(10.0, ge=0, description="do nothing above this memory pressure")
     swappiness_low: int = Field(10, ge=0, le=200, description="swappiness set for soon-used cgroups")
+    collapse_huge: bool = Field(
+        True, description="after a swap-in, copy fully populated 2 MB extents into huge pages "
+        "(MADV_COLLAPSE): their first touch is then as fast as if never swapped")
     madv_cold: bool = Field(False, description="MADV_COLD processes predicted idle for long")
     dry_run: bool = Field(False, description="log what would be done, do nothing")
 

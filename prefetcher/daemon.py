@@ -227,10 +227,11 @@ class Prefetcher:
                 log.debug("skipped %s for %s: %s", path, app, why)
             if not self.dry_run:
                 self.feedback.pagecache_done(w.uid, r, p.horizon_s)
-        s = swapin.swap_in(app, budget, dry_run=self.dry_run)
+        s = swapin.swap_in(app, budget, dry_run=self.dry_run, collapse=self.pcfg.collapse_huge)
         if s.pids:
             report.swapin_bytes += s.swap_bytes
-            self._say(report, f"swap in {s.swap_bytes} bytes of {app} (pids {s.pids})")
+            huge = f", {s.collapsed_bytes} bytes into huge pages" if s.collapsed_bytes else ""
+            self._say(report, f"swap in {s.swap_bytes} bytes of {app} (pids {s.pids}{huge})")
             if not self.dry_run:
                 self.feedback.swapin_done(w.uid, s, p.horizon_s)
         for pid, why in s.errors.items():

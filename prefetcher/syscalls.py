@@ -20,12 +20,14 @@ SYS_CACHESTAT = 451
 MADV_COLD = 20
 MADV_PAGEOUT = 21
 MADV_WILLNEED = 3
+MADV_COLLAPSE = 25
 
 IOPRIO_CLASS_IDLE = 3
 IOPRIO_WHO_PROCESS = 1
 IOPRIO_CLASS_SHIFT = 13
 
 PAGE_SIZE = mmap.PAGESIZE
+HUGE_PAGE_SIZE = 2 << 20  # x86_64 PMD
 IOV_MAX = 1024
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
