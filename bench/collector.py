@@ -1,9 +1,11 @@
 """Benchmark of the collector's cost (not a timed test; needs root).
 
-1. Page-fault-heavy workload (anonymous 4 KiB pages: map, touch every page, unmap) with and without
-   a running `memo-collector`, in interleaved blocks within one run, so that drift on a shared
-   machine hits both sides alike. Reports median CPU time (user+sys of the workload process, which
-   is where the eBPF programs' cost lands) and median wall time per repetition.
+1. Page-fault-heavy workload (anonymous 4 KiB pages: map, touch every page, unmap) without a
+   collector, with `memo-collector` as configured by default (faults counted on the memcg
+   tracepoint), and with collector.fault_source=page_fault_user, in interleaved blocks within one
+   run, so that drift on a shared machine hits all alike. Reports median CPU time (user+sys of the
+   workload process, which is where the eBPF programs' cost lands), the median of block-by-block
+   ratios, and median wall time per repetition.
 2. Exec storm: 2,000 exec/s of /bin/true for 10 s while the collector runs; counts the exec records
    it printed for those pids and the `lost` records (target: every exec seen, 0 lost).
 
@@ -11,7 +13,7 @@ Prints a table and writes bench/results/collector.json.
 
 examples:
   sudo .venv/bin/python bench/collector.py
-  sudo .venv/bin/python bench/collector.py --pairs 8 --storm-rate 2000 --storm-s 10
+  sudo .venv/bin/python bench/collector.py --blocks 8 --storm-rate 2000 --storm-s 10
 """
 
 from __future__ import annotations
@@ -83,43 +85,64 @@ def prog_stats(name: str) -> tuple[int, int]:
     return p.get("run_time_ns", 0), p.get("run_cnt", 0)
 
 
-def fault_bench(pairs: int, reps: int, mib: int, env: dict[str, str], tmp: Path) -> dict:
-    samples: dict[str, list[tuple[float, float]]] = {"without": [], "with": []}
+MODES = {  # name -> collector environment on top of the bench's (None: no collector)
+    "without": None,
+    "with": {},  # the default config: faults counted on memcg:count_memcg_events
+    "with_page_fault_user": {"MEMO_COLLECTOR__FAULT_SOURCE": "page_fault_user"},
+}
+
+
+def fault_bench(blocks: int, reps: int, mib: int, env: dict[str, str], tmp: Path) -> dict:
+    """Interleaved blocks of every mode, the order rotating each round; per mode the median of
+    all its repetitions, and per collector mode the median of its block-by-block ratios to the
+    "without" block of the same round (drift between rounds cancels out)."""
+    samples: dict[str, list[tuple[float, float]]] = {m: [] for m in MODES}
+    ratios: dict[str, list[float]] = {m: [] for m in MODES if m != "without"}
+    names = list(MODES)
     fault_rep(mib)  # warm-up
-    for i in range(pairs):
-        order = ("without", "with") if i % 2 == 0 else ("with", "without")
-        for mode in order:
-            c = Collector(tmp / f"faults-{i}-{mode}.jsonl", env) if mode == "with" else None
+    for i in range(blocks):
+        block: dict[str, float] = {}
+        for mode in names[i % len(names):] + names[:i % len(names)]:
+            extra = MODES[mode]
+            c = Collector(tmp / f"faults-{i}-{mode}.jsonl", {**env, **extra}) if extra is not None else None
             try:
-                samples[mode] += [fault_rep(mib) for _ in range(reps)]
+                runs = [fault_rep(mib) for _ in range(reps)]
             finally:
                 if c:
                     c.stop()
+            samples[mode] += runs
+            block[mode] = statistics.median(r[0] for r in runs)
+        for mode in ratios:
+            ratios[mode].append(block[mode] / block["without"])
     # Then, apart from the timed blocks (bpf_stats itself costs time per program run): the eBPF
-    # programs' own run time per fault, as the kernel measures it.
+    # programs' own run time per fault, as the kernel measures it, in the default config.
     stats_was = BPF_STATS.read_text().strip()
     c = Collector(tmp / "faults-stats.jsonl", env)
+    progs = ("memo_fault", "memo_memcg")
     try:
         BPF_STATS.write_text("1")
-        before = {n: prog_stats(n) for n in ("memo_fault", "memo_memcg")}
+        before = {n: prog_stats(n) for n in progs}
         for _ in range(reps):
             fault_rep(mib)
-        after = {n: prog_stats(n) for n in ("memo_fault", "memo_memcg")}
+        after = {n: prog_stats(n) for n in progs}
     finally:
         BPF_STATS.write_text(stats_was)
         c.stop()
-    run_ns = sum(after[n][0] - before[n][0] for n in after)
-    run_cnt = after["memo_fault"][1] - before["memo_fault"][1]
-    out = {"pairs": pairs, "reps_per_block": reps, "mib_per_rep": mib, "faults_per_rep": (mib << 20) // PAGE}
-    for mode, s in samples.items():
-        out[mode] = {"cpu_s_median": statistics.median(x[0] for x in s),
-                     "wall_s_median": statistics.median(x[1] for x in s), "n": len(s)}
-    for k in ("cpu_s_median", "wall_s_median"):
-        out[f"slowdown_{k.split('_')[0]}_pct"] = 100 * (out["with"][k] / out["without"][k] - 1)
-    out["ns_per_fault_without"] = 1e9 * out["without"]["cpu_s_median"] / out["faults_per_rep"]
-    out["ns_per_fault_with"] = 1e9 * out["with"]["cpu_s_median"] / out["faults_per_rep"]
-    # memo_fault + memo_memcg run time per fault (both fire on every fault), free of scheduling
-    # noise; an upper bound, since bpf_stats' own clock reads (two per run) are included.
+    run_ns = sum(after[n][0] - before[n][0] for n in progs)
+    run_cnt = max(after[n][1] - before[n][1] for n in progs)  # the program that fires per fault
+    out: dict = {"blocks": blocks, "reps_per_block": reps, "mib_per_rep": mib,
+                 "faults_per_rep": (mib << 20) // PAGE}
+    for mode, smp in samples.items():
+        out[mode] = {"cpu_s_median": statistics.median(x[0] for x in smp),
+                     "wall_s_median": statistics.median(x[1] for x in smp), "n": len(smp)}
+        out[f"ns_per_fault_{mode}"] = 1e9 * out[mode]["cpu_s_median"] / out["faults_per_rep"]
+    for mode in ratios:
+        for k in ("cpu_s_median", "wall_s_median"):
+            out[mode][f"slowdown_{k.split('_')[0]}_pct"] = 100 * (out[mode][k] / out["without"][k] - 1)
+        out[mode]["slowdown_cpu_pct_paired"] = 100 * (statistics.median(ratios[mode]) - 1)
+        out[mode]["block_ratios"] = ratios[mode]
+    # run time per fault, free of scheduling noise; an upper bound, since bpf_stats' own clock
+    # reads (two per program run) are included.
     out["bpf_ns_per_fault"] = run_ns / run_cnt if run_cnt else None
     out["bpf_share_of_fault_pct"] = (100 * out["bpf_ns_per_fault"] / out["ns_per_fault_without"]
                                      if run_cnt else None)
@@ -179,7 +202,8 @@ def storm_bench(rate: float, seconds: float, workers: int, env: dict[str, str], 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pairs", type=int, default=10, help="interleaved without/with blocks")
+    p.add_argument("--blocks", type=int, default=12,
+                   help="rounds of interleaved blocks (without, with, with page_fault_user)")
     p.add_argument("--reps", type=int, default=5, help="repetitions per block")
     p.add_argument("--mib", type=int, default=256, help="MiB faulted in per repetition")
     p.add_argument("--storm-rate", type=float, default=2000.0)
@@ -195,7 +219,7 @@ def main() -> int:
                    MEMO_PATHS__DATA_DIR=str(tmp / "data"),
                    MEMO_COLLECTOR__BPF_PIN_DIR=f"/sys/fs/bpf/memo-bench-{os.getpid()}")
         try:
-            faults = fault_bench(args.pairs, args.reps, args.mib, env, tmp)
+            faults = fault_bench(args.blocks, args.reps, args.mib, env, tmp)
             storm = storm_bench(args.storm_rate, args.storm_s, args.storm_workers, env, tmp)
         finally:
             from collector.loader import lock_path
@@ -207,17 +231,16 @@ def main() -> int:
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
 
     f, s = faults, storm
-    print(f"{'collector benchmark':<44}{'without':>12}{'with':>12}{'change':>10}")
-    print(f"{'page faults, CPU s per rep (median)':<44}{f['without']['cpu_s_median']:>12.4f}"
-          f"{f['with']['cpu_s_median']:>12.4f}{f['slowdown_cpu_pct']:>+9.2f}%")
-    print(f"{'page faults, wall s per rep (median)':<44}{f['without']['wall_s_median']:>12.4f}"
-          f"{f['with']['wall_s_median']:>12.4f}{f['slowdown_wall_pct']:>+9.2f}%")
-    print(f"{'ns per fault (CPU)':<44}{f['ns_per_fault_without']:>12.0f}{f['ns_per_fault_with']:>12.0f}")
+    print(f"{'page faults, CPU s per rep':<34}{'median':>10}{'vs without':>12}{'paired':>10}{'wall':>10}")
+    for mode in MODES:
+        m = f[mode]
+        print(f"  {mode:<32}{m['cpu_s_median']:>10.4f}"
+              + (f"{m['slowdown_cpu_pct']:>+11.2f}%{m['slowdown_cpu_pct_paired']:>+9.2f}%"
+                 f"{m['slowdown_wall_pct']:>+9.2f}%" if mode != "without" else ""))
     if f["bpf_ns_per_fault"] is not None:
-        print(f"{'eBPF ns per fault (bpf_stats, upper bound)':<44}{'':>12}{f['bpf_ns_per_fault']:>12.0f}"
-              f"{f['bpf_share_of_fault_pct']:>+9.2f}%")
-    print(f"  {f['faults_per_rep']} faults per rep, {f['pairs']} interleaved pairs"
-          f" x {f['reps_per_block']} reps")
+        print(f"  eBPF ns per fault (bpf_stats, upper bound): {f['bpf_ns_per_fault']:.0f} of "
+              f"{f['ns_per_fault_without']:.0f} ({f['bpf_share_of_fault_pct']:.2f}%)")
+    print(f"  {f['faults_per_rep']} faults per rep, {f['blocks']} rounds x {f['reps_per_block']} reps")
     print(f"{'exec storm':<44}{'value':>12}")
     for k in ("achieved_rate", "execs", "exec_records", "missing", "lost_records", "collector_cpu_pct"):
         print(f"  {k:<42}{s[k]:>12.1f}" if isinstance(s[k], float) else f"  {k:<42}{s[k]:>12}")

@@ -73,7 +73,7 @@ struct memo_open {
 
 /* map counts (pid -> value): per-process counters; swept into FaultsEvent, closed by ExitEvent. */
 struct memo_counts {
-    u64 faults;  /* every user page fault (exceptions:page_fault_user) */
+    u64 faults;  /* every page fault, minor and major (faults.c says from where) */
     u64 majflt;  /* PGMAJFAULT from memcg:count_memcg_events */
     u64 swapin;  /* PSWPIN, whole life */
 };

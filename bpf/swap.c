@@ -1,7 +1,8 @@
 /* Swap-ins and major faults per process. The loader picks one source and says which:
- *   MEMO_SWAP_TRACEPOINT  memcg:count_memcg_events, item == MEMO_PSWPIN / MEMO_PGMAJFAULT (from BTF);
- *                         raw, because it fires on every page fault (PGFAULT) and only the two
- *                         items matter: args are (struct mem_cgroup *, int item, unsigned long val)
+ *   MEMO_SWAP_TRACEPOINT  memcg:count_memcg_events, item == MEMO_PSWPIN / MEMO_PGMAJFAULT (from BTF),
+ *                         and MEMO_PGFAULT when faults are counted here (faults.c); raw, because it
+ *                         fires on every page fault and only those items matter: args are
+ *                         (struct mem_cgroup *, int item, unsigned long val)
  *   MEMO_SWAP_KFUNC       fentry on MEMO_SWAP_FUNC (the kernel's swap-in function)
  *   MEMO_SWAP_KPROBE      kprobe on MEMO_SWAP_FUNC
  * Swap-ins are summed per process and emitted at most every MEMO_SWAP_EMIT_NS (and at exit), so a
@@ -53,6 +54,12 @@ int memo_memcg(struct bpf_raw_tracepoint_args *ctx)
     u64 val = ctx->args[2];
     u32 pid;
 
+#ifdef MEMO_FAULTS_FROM_MEMCG
+    if (item == MEMO_PGFAULT) {
+        memo_fault_count(val);
+        return 0;
+    }
+#endif
     if (item != MEMO_PSWPIN && item != MEMO_PGMAJFAULT)
         return 0;
     pid = memo_tgid();

@@ -1,8 +1,9 @@
 """Compile bpf/memo.c with bcc, attach its programs, pin programs and maps under the pin dir.
 
 Everything the C needs from this kernel is passed as -D flags: struct member offsets and the
-vm_event_item values from BTF, which optional tracepoint fields exist, and the swap-in source
-(memcg tracepoint, else fentry, else kprobe, else none; the log says which).
+vm_event_item values from BTF, which optional tracepoint fields exist, the swap-in source (memcg
+tracepoint, else fentry, else kprobe, else none) and the fault source (memcg tracepoint when it is
+the swap source and the config allows, else exceptions:page_fault_user); the log says which.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class PinsInUse(RuntimeError):
 class Loaded:
     bpf: Any  # bcc.BPF
     swap_source: str
+    fault_source: str = "page_fault_user"
     pins: list[Path] = field(default_factory=list)
     pin_dir: Path | None = None
     lock: int | None = None  # fd holding the pin dir's lock
@@ -91,9 +93,10 @@ def _pages(n: int) -> int:
     return p
 
 
-def _swap_sources(force: str | None) -> Iterator[tuple[str, list[str]]]:
-    """Candidate swap-in sources, best first, with their cflags: memcg tracepoint, fentry, kprobe;
-    "none" last (no swap-in records, everything else still works)."""
+def _swap_sources(force: str | None, faults_from_memcg: bool) -> Iterator[tuple[str, list[str]]]:
+    """Candidate swap-in sources, best first, with their cflags: memcg tracepoint (counting faults
+    too if faults_from_memcg), fentry, kprobe; "none" last (no swap-in records, everything else
+    still works)."""
     from bcc import BPF
 
     for source in [force] if force else ["tracepoint", "fentry", "kprobe"]:
@@ -108,7 +111,10 @@ def _swap_sources(force: str | None) -> Iterator[tuple[str, list[str]]]:
                            f"-DMEMO_OFF_MEMCG_CSS={kb.offset('mem_cgroup', 'css')}",
                            f"-DMEMO_OFF_CSS_CGROUP={kb.offset('cgroup_subsys_state', 'cgroup')}",
                            f"-DMEMO_OFF_CGROUP_KN={kb.offset('cgroup', 'kn')}",
-                           f"-DMEMO_OFF_KERNFS_ID={kb.offset('kernfs_node', 'id')}"]
+                           f"-DMEMO_OFF_KERNFS_ID={kb.offset('kernfs_node', 'id')}",
+                           *(["-DMEMO_FAULTS_FROM_MEMCG",
+                              f"-DMEMO_PGFAULT={kb.enum_value('vm_event_item', 'PGFAULT')}"]
+                             if faults_from_memcg else [])]
             continue
         func = _swap_func()
         if func is None:
@@ -173,6 +179,8 @@ def _compile_and_attach(cfg: CollectorConfig, source: str, swap_flags: list[str]
         for fn, tp in TRACEPOINTS.items():
             b.attach_tracepoint(tp=tp, fn_name=fn)
         for fn, tp in RAW_TRACEPOINTS.items():
+            if fn == "memo_fault" and "-DMEMO_FAULTS_FROM_MEMCG" in swap_flags:
+                continue  # memo_memcg counts them
             b.attach_raw_tracepoint(tp=tp, fn_name=fn)
         if source == "tracepoint":
             b.attach_raw_tracepoint(tp="count_memcg_events", fn_name="memo_memcg")
@@ -197,7 +205,7 @@ def load(cfg: CollectorConfig, force_swap_source: str | None = None) -> Loaded:
         raise LoadError(f"bcc/tracefs unavailable: {exc}") from exc
     b, source = None, "none"
     try:
-        for source, swap_flags in _swap_sources(force_swap_source):
+        for source, swap_flags in _swap_sources(force_swap_source, cfg.fault_source == "memcg"):
             try:
                 b = _compile_and_attach(cfg, source, swap_flags)
                 break
@@ -214,7 +222,10 @@ def load(cfg: CollectorConfig, force_swap_source: str | None = None) -> Loaded:
         log.info("swap-ins and major faults from %s", {
             "tracepoint": "tracepoint memcg:count_memcg_events",
             "fentry": f"fentry on {_swap_func()}", "kprobe": f"kprobe on {_swap_func()}"}[source])
-    loaded = Loaded(bpf=b, swap_source=source, lock=lock)
+    faults = "memcg" if "-DMEMO_FAULTS_FROM_MEMCG" in swap_flags else "page_fault_user"
+    log.info("page faults counted on %s", {"memcg": "memcg:count_memcg_events PGFAULT",
+                                           "page_fault_user": "exceptions:page_fault_user"}[faults])
+    loaded = Loaded(bpf=b, swap_source=source, fault_source=faults, lock=lock)
     pin(loaded, cfg.bpf_pin_dir)
     return loaded
 

@@ -52,6 +52,10 @@ class CollectorConfig(BaseModel):
     batch_max_events: int = Field(2000, ge=1, le=10_000, description="most events in one batch sent")
     flush_interval_s: float = Field(0.02, gt=0, description="longest an event waits before it is sent")
     faults_interval_s: float = Field(5.0, gt=0, description="period of per-process fault records")
+    fault_source: Literal["memcg", "page_fault_user"] = Field(
+        "memcg", description="count faults on memcg:count_memcg_events PGFAULT (one eBPF program per "
+        "fault, shared with swap-ins; falls back when that tracepoint is missing) or on "
+        "exceptions:page_fault_user (user-mode faults only, a second program per fault)")
     spool_max_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024, description="on-disk spool bound")
     ringbuf_pages: int = Field(1024, ge=16, description="ring buffer size in pages (power of two)")
     bpf_pin_dir: Path = Field(Path("/sys/fs/bpf/memo"), description="where programs and maps are pinned")

@@ -26,7 +26,7 @@ SIGNED = (ctypes.c_int8, ctypes.c_int16, ctypes.c_int32, ctypes.c_int64)
 def compiled():  # noqa: ANN201
     from bcc import BPF
 
-    source, flags = next(loader._swap_sources(None))
+    source, flags = next(loader._swap_sources(None, faults_from_memcg=True))
     b = BPF(text=loader.program_text().encode(), cflags=loader.cflags(CollectorConfig(), flags))
     yield b
     b.cleanup()
