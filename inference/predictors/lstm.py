@@ -5,13 +5,17 @@ log(1 + seconds since the previous launch), zeros when the trace has no times. T
 last ``WINDOW`` launches and outputs a softmax over the user's apps, plus a direct path from the last
 app's embedding (learns "what follows what" fast). One user's data is small (1-30k launches), so the
 net is small, uses dropout, and its output is shrunk towards the user's launch frequencies while it
-has trained on little (a new user's net is noise; counts are not).
+has trained on little (a new user's net is noise; counts are not); before its first round it ranks
+by those frequencies alone.
 
-Training never runs on the request path: ``observe`` only appends to the history; ``train_pending``
-(a worker thread in the service, inline in ``memo eval``) trains a private copy for a few Adam steps on
-windows of the recent history once enough new launches have arrived, then swaps a frozen copy in
-under the lock. ``rank`` only runs the frozen copy's forward pass. The vocabulary grows by doubling
-(weights copied), so a user's new apps get rows without retraining from scratch.
+Training never runs on the request path: ``observe`` only appends to the history. ``train_pending``
+(a worker thread in the service, inline in ``memo eval``) does two things. Every ``RETRAIN_EVERY``
+launches it trains a private copy for a few Adam steps on windows of the recent history, then swaps a
+frozen copy in under the lock. In between, so that the net is not stale against counting models that
+learn each launch at once, the output layers take one small SGD step on each new launch (the softmax
+gradient of that launch through the last LSTM output and the skip path), applied to the serving and
+the training copy alike. ``rank`` only runs the serving copy's forward pass. The vocabulary grows by
+doubling (weights copied), so a user's new apps get rows without retraining from scratch.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from inference.predictors.base import Context, Launch, Predictor, Scored
+from inference.predictors.base import Context, Launch, Predictor, Scored, top_scored
 from inference.predictors.population import Population
 
 WINDOW = 12  # launches the model reads (training windows have the same length)
@@ -35,13 +39,15 @@ KEEP = 2048  # launches kept in memory (and in the checkpoint)
 EMBED, HIDDEN, N_TIME = 32, 64, 6
 BATCH = 32
 DROPOUT = 0.4  # small per-user data: dropout on the LSTM's input and output
-LR = 5e-3
+LR = 3e-3  # Adam's, for the training rounds
 FIRST_TRAIN = 12  # launches before the first training round
 STEPS = 4  # Adam steps per training round
-FRESH_SHARE = 0.5  # share of each batch's windows that end in the new launches
+FRESH_SHARE = 0.25  # share of each batch's windows that end in the new launches
 RETRAIN_EVERY = 8  # launches between training rounds once the history is long
 SHRINK = 150.0  # launches' worth of trust in the user's frequencies before the net's
 FIRST_BOOST = 4  # the first round trains this many times more (more steps overfit a short history)
+FAST_LR = 0.03  # SGD step size of the output layers' update on each launch (between rounds)
+PRIOR = 2.0  # before the first round: pseudo-launches of the population prior in the user's counts
 
 
 def time_features(ts: float | None, prev_ts: float | None) -> list[float]:
@@ -70,6 +76,20 @@ class _Net(nn.Module):
             return x
         keep = torch.rand(x.shape, generator=self.gen) >= DROPOUT
         return x * keep / (1 - DROPOUT)
+
+    def features(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the output layers read at the last step: the LSTM's output and the last app's embedding."""
+        e = self.emb(x)
+        y, _ = self.lstm(torch.cat([e, t], dim=-1))
+        return y[0, -1], e[0, -1]
+
+    def fast_step(self, h: torch.Tensor, e: torch.Tensor, grad: torch.Tensor, lr: float) -> None:
+        """One SGD step of the output layers on one launch; ``grad`` is d(loss)/d(logits)."""
+        n = len(grad)
+        with torch.no_grad():
+            self.out.weight[:n].sub_(lr * torch.outer(grad, h))
+            self.out.bias[:n].sub_(lr * grad)
+            self.skip.weight[:n].sub_(lr * torch.outer(grad, e))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         e = self.drop(self.emb(x))
@@ -111,6 +131,8 @@ class LSTMPredictor(Predictor):
         self.n = 0  # launches observed in total (seq keeps the last KEEP)
         self.last_ts: float | None = None
         self.trained_upto = 0  # value of n at the last training round
+        self.fast_upto = 0  # value of n up to which the output layers took their per-launch step
+        self._feat: tuple[int, torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # rank's forward
         self.serving: _Net | None = None
         self._probs: np.ndarray | None = None
         self._trainer: _Net | None = None
@@ -138,8 +160,8 @@ class LSTMPredictor(Predictor):
 
     def rank(self, ctx: Context, k: int) -> list[Scored]:
         with self._lock:
-            if self.serving is None or not self.seq:  # not trained yet: the population prior
-                return [Scored(a, p) for a, p in self.population.top(k)]
+            if self.serving is None or not self.seq:  # not trained yet: the user's frequencies
+                return self._rank_counts(k)
             if self._probs is None:
                 p = self._forward(self.serving)
                 # Shrink towards the user's launch frequencies while the net has seen little data
@@ -154,13 +176,31 @@ class LSTMPredictor(Predictor):
             top = np.argsort(-p[1:], kind="stable")[:k] + 1
             return [Scored(self.apps[i], float(p[i])) for i in top if p[i] > 0]
 
-    def _forward(self, net: _Net) -> np.ndarray:
+    def _rank_counts(self, k: int) -> list[Scored]:
+        """The user's launch frequencies, smoothed towards the population prior (before any training)."""
+        total = sum(self.counts.values()) + PRIOR
+        scores = {a: PRIOR * p / total for a, p in self.population.top(k)}
+        for i, c in self.counts.items():
+            scores[self.apps[i]] = (c + PRIOR * self.population.prob(self.apps[i])) / total
+        return top_scored(scores, k)
+
+    def _softmax_at(self, net: _Net, upto: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(features, softmax) of ``net`` predicting launch number ``upto`` from the launches before it."""
         vocab = net.emb.num_embeddings
-        x = torch.tensor([[i if i < vocab else 0 for i in self.seq[-WINDOW:]]])
-        t = torch.tensor([self.tfeat[-WINDOW:]], dtype=torch.float32)
-        with torch.inference_mode():
-            logits = net(x, t)[0, -1, : min(vocab, len(self.apps))]
-            p = torch.softmax(logits, dim=0).numpy().astype(np.float64)
+        size = min(vocab, len(self.apps))
+        if self._feat is not None and self._feat[0] == upto and len(self._feat[3]) == size:
+            return self._feat[1:]  # rank's forward for this launch (a new app since then: redone)
+        end = len(self.seq) - (self.n - upto)
+        x = torch.tensor([[i if i < vocab else 0 for i in self.seq[max(0, end - WINDOW):end]]])
+        t = torch.tensor([self.tfeat[max(0, end - WINDOW):end]], dtype=torch.float32)
+        with torch.no_grad():
+            h, e = net.features(x, t)
+            p = torch.softmax((net.out(h) + net.skip(e))[:size], dim=0)
+        self._feat = (upto, h, e, p)
+        return h, e, p
+
+    def _forward(self, net: _Net) -> np.ndarray:
+        p = self._softmax_at(net, self.n)[2].numpy().astype(np.float64)
         p[0] = 0.0
         return p
 
@@ -169,11 +209,35 @@ class LSTMPredictor(Predictor):
         new = self.n - self.trained_upto
         return self.n >= FIRST_TRAIN and new >= (FIRST_TRAIN if not self.trained_upto else RETRAIN_EVERY)
 
+    def _fast_steps(self) -> bool:
+        """Between rounds, the output layers (out, skip) take one SGD step on each new launch, in the
+        serving and the training net alike (so the next round builds on it); launches more than WINDOW
+        behind are left to the rounds. Cheap: one forward pass each, usually the one rank just ran."""
+        with self._lock:
+            net, todo = self.serving, range(max(self.fast_upto, self.n - WINDOW), self.n)
+            self.fast_upto = self.n
+            if net is None or self._trainer is None or FAST_LR <= 0:
+                return False
+            did = False
+            for j in todo:
+                y = self.seq[len(self.seq) - (self.n - j)]
+                h, e, p = self._softmax_at(net, j)
+                if y >= len(p) or j < 1:
+                    continue
+                grad = p.clone()
+                grad[y] -= 1.0
+                grad[0] = 0.0
+                for m in (net, self._trainer):
+                    m.fast_step(h, e, grad, FAST_LR)
+                self._feat, self._probs, did = None, None, True
+            return did
+
     def train_pending(self) -> bool:
         with self._train_lock:
+            fast = self._fast_steps()
             with self._lock:
                 if not self._due():
-                    return False
+                    return fast
                 n = self.n
                 seq = list(self.seq[-HISTORY - 1:])
                 tfeat = list(self.tfeat[-HISTORY - 1:])
@@ -186,7 +250,7 @@ class LSTMPredictor(Predictor):
             with self._lock:
                 self.serving = frozen
                 self.trained_upto = n
-                self._probs = None
+                self._probs = self._feat = None
             return True
 
     def _train(self, seq: list[int], tfeat: list[list[float]], vocab: int) -> None:
@@ -237,7 +301,7 @@ class LSTMPredictor(Predictor):
                            for k, v in self.serving.state_dict().items()}
             return {"apps": self.apps, "counts": list(self.counts.items()), "seq": self.seq,
                     "tfeat": self.tfeat, "n": self.n, "last_ts": self.last_ts,
-                    "trained_upto": self.trained_upto, "weights": weights}
+                    "trained_upto": self.trained_upto, "fast_upto": self.fast_upto, "weights": weights}
 
     def set_state(self, state: dict[str, Any]) -> None:
         with self._lock:
@@ -249,6 +313,7 @@ class LSTMPredictor(Predictor):
             self.n = state["n"]
             self.last_ts = state["last_ts"]
             self.trained_upto = state["trained_upto"]
+            self.fast_upto = state.get("fast_upto", self.n)
             self.serving = None
             self._trainer = self._opt = None
             if state["weights"]:
@@ -260,4 +325,4 @@ class LSTMPredictor(Predictor):
                 self.serving = copy.deepcopy(net).eval()
                 for p in self.serving.parameters():
                     p.requires_grad_(False)
-            self._probs = None
+            self._probs = self._feat = None

@@ -147,13 +147,7 @@ def test_full_trace_ensemble_beats_best_classical(shared_data: Path, name: str) 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [
-    "sea-dev.csv",
-    "purdue.csv",
-    pytest.param("android6.csv", marks=pytest.mark.xfail(
-        reason="android6 (1-3k launches per user): the LSTM ties Markov-1 on top-5 but trails it on "
-               "top-1 by about a point", strict=False)),
-])
+@pytest.mark.parametrize("name", ["sea-dev.csv", "purdue.csv", "android6.csv"])
 def test_full_trace_lstm_beats_markov(shared_data: Path, name: str) -> None:
     models = _full(shared_data / name)["models"]
     assert models["lstm"]["top1"] > models["markov"]["top1"]

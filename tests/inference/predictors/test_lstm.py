@@ -57,3 +57,14 @@ def test_vocabulary_grows_past_the_first_capacity() -> None:
     p = trained_on(apps * 3, rounds=0)
     assert p.serving is not None and p.serving.emb.num_embeddings >= 71
     assert len(p.rank(Context(), 5)) == 5
+
+
+def test_each_launch_nudges_the_serving_net_between_rounds() -> None:
+    p = trained_on(["a", "b"] * 60, rounds=0)
+    p.trained_upto = p.n  # no round due for the next few launches
+    n, b = p.n, p.index["b"]
+    before = float(p._softmax_at(p.serving, n)[2][b])
+    p.observe(Launch("b", 1_700_009_000.0))  # an unusual successor
+    assert p.train_pending() is True and p.trained_upto == n  # the per-launch step, not a round
+    assert float(p._softmax_at(p.serving, n)[2][b]) > before
+    assert p.train_pending() is False  # nothing new
