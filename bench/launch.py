@@ -9,7 +9,8 @@ Per program:
    tree through the fork records, and merged into byte ranges like the inference service does;
 2. a second recorded cold launch says which pages a launch really reads (the reference for "used");
 3. timed runs, each repeated: cold (drop_caches), prefetched (drop_caches, then `memo-prefetcher
-   --once --profile`, wait for its reads to land), warm (right after).
+   --once --profile`, wait for its reads to land), warm (right after); each starts with the CPU
+   caches scrubbed (256 MB streamed through them), so only the page cache differs.
 Reported: cold, prefetched, warm (median seconds), the share of the cold-warm gap closed, and the
 prefetched bytes the reference launch never read (waste). Programs missing from this machine are
 installed with apt-get (chromium).
@@ -28,6 +29,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -84,7 +87,18 @@ def wait_io_idle(timeout_s: float = 60.0) -> None:
         time.sleep(0.02)
 
 
+_SCRUB = np.ones(256 << 20 >> 3)  # 256 MB, more than any last-level cache
+
+
+def scrub_cpu_caches() -> None:
+    """Stream 256 MB through the CPU caches, so that every timed run starts from the same cache
+    state: a warm run right after another would otherwise inherit that run's code and data in the
+    caches, an advantage no page-cache prefetch can give (nor take away)."""
+    _SCRUB.sum()
+
+
 def timed(argv: list[str]) -> float:
+    scrub_cpu_caches()
     t = time.perf_counter()
     subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=300)
     return time.perf_counter() - t
