@@ -41,6 +41,7 @@ PINNED_MAPS = ("counts", "launch", "lost", "seen", "swap_pending")
 # The kernel's swap-in function, newest name first (fallback sources attach to it).
 SWAP_FUNCS = ("swap_read_folio", "swap_readpage")
 SWAP_EMIT_NS = 100_000_000
+FAULTS_FROM_MEMCG = "-DMEMO_FAULTS_FROM_MEMCG"  # cflag: memo_memcg counts faults, memo_fault is not built
 FAULT_BATCH = 32  # faults counted per CPU before they are added to the shared `counts` hash
 
 
@@ -112,7 +113,7 @@ def _swap_sources(force: str | None, faults_from_memcg: bool) -> Iterator[tuple[
                            f"-DMEMO_OFF_CSS_CGROUP={kb.offset('cgroup_subsys_state', 'cgroup')}",
                            f"-DMEMO_OFF_CGROUP_KN={kb.offset('cgroup', 'kn')}",
                            f"-DMEMO_OFF_KERNFS_ID={kb.offset('kernfs_node', 'id')}",
-                           *(["-DMEMO_FAULTS_FROM_MEMCG",
+                           *([FAULTS_FROM_MEMCG,
                               f"-DMEMO_PGFAULT={kb.enum_value('vm_event_item', 'PGFAULT')}"]
                              if faults_from_memcg else [])]
             continue
@@ -179,7 +180,7 @@ def _compile_and_attach(cfg: CollectorConfig, source: str, swap_flags: list[str]
         for fn, tp in TRACEPOINTS.items():
             b.attach_tracepoint(tp=tp, fn_name=fn)
         for fn, tp in RAW_TRACEPOINTS.items():
-            if fn == "memo_fault" and "-DMEMO_FAULTS_FROM_MEMCG" in swap_flags:
+            if fn == "memo_fault" and FAULTS_FROM_MEMCG in swap_flags:
                 continue  # memo_memcg counts them
             b.attach_raw_tracepoint(tp=tp, fn_name=fn)
         if source == "tracepoint":
@@ -222,7 +223,7 @@ def load(cfg: CollectorConfig, force_swap_source: str | None = None) -> Loaded:
         log.info("swap-ins and major faults from %s", {
             "tracepoint": "tracepoint memcg:count_memcg_events",
             "fentry": f"fentry on {_swap_func()}", "kprobe": f"kprobe on {_swap_func()}"}[source])
-    faults = "memcg" if "-DMEMO_FAULTS_FROM_MEMCG" in swap_flags else "page_fault_user"
+    faults = "memcg" if FAULTS_FROM_MEMCG in swap_flags else "page_fault_user"
     log.info("page faults counted on %s", {"memcg": "memcg:count_memcg_events PGFAULT",
                                            "page_fault_user": "exceptions:page_fault_user"}[faults])
     loaded = Loaded(bpf=b, swap_source=source, fault_source=faults, lock=lock)

@@ -40,18 +40,28 @@ for line in sys.stdin:
 """
 
 
-def meminfo(key: str) -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
+def proc_kb(path: Path, key: str) -> int | None:
+    """Bytes of the "key: N kB" line of a /proc file; None when it has no such line."""
+    for line in path.read_text().splitlines():
         if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
-    raise KeyError(key)
+    return None
+
+
+def meminfo(key: str) -> int:
+    value = proc_kb(Path("/proc/meminfo"), key)
+    if value is None:
+        raise KeyError(key)
+    return value
 
 
 def vmswap(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmSwap:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    return proc_kb(Path(f"/proc/{pid}/status"), "VmSwap") or 0
+
+
+def anon_huge(pid: int) -> int:
+    """Bytes of pid's anonymous memory mapped by huge pages."""
+    return proc_kb(Path(f"/proc/{pid}/smaps_rollup"), "AnonHugePages") or 0
 
 
 @contextlib.contextmanager

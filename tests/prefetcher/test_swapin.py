@@ -60,19 +60,12 @@ def test_swapped_process_gets_its_memory_back(tmp_path: Path) -> None:
             assert with_memo < without / 3, (with_memo, without)
             if swapin.thp_allowed():  # the 300 MB buffer is ~150 full 2 MB extents
                 assert r.collapsed_bytes >= 250 * MB, r
-                assert anon_huge_bytes(mine.pid) >= 250 * MB
+                assert lab.anon_huge(mine.pid) >= 250 * MB
             else:
                 print("transparent huge pages are 'never' here: collapse not checked")
         finally:
             mine.close()
             other.close()
-
-
-def anon_huge_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("AnonHugePages:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def test_runs_split_into_reads_of_bounded_size() -> None:
