@@ -17,7 +17,8 @@ BPF_HASH(counts, u32, struct memo_counts, 65536);
 BPF_HASH(swap_pending, u32, struct memo_swap_pending, 65536);
 /* pid -> exec time (ns); a pid is in its launch window while now - value <= MEMO_LAUNCH_WINDOW_NS */
 BPF_HASH(launch, u32, u64, 65536);
-BPF_TABLE("lru_hash", struct memo_page_key, u8, seen, 262144);
+/* chunks of files used by launching processes, drained by the collector (pagecache.c) */
+BPF_HASH(usage, struct memo_usage_key, struct memo_usage, MEMO_USAGE_ENTRIES);
 /* records the ring buffers could not take (full): reported as `lost` records */
 BPF_PERCPU_ARRAY(lost, u64, 1);
 

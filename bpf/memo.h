@@ -42,7 +42,8 @@ struct memo_exit {
     u64 swapin;
 };
 
-/* ring page_events: a folio added to the page cache in a launch window -> PageCacheEvent */
+/* ring page_events: a page range used in a launch window -> PageCacheEvent. Drained from `usage`
+ * by the collector, or sent directly by pagecache.c for a range wider than MEMO_USAGE_CHUNKS chunks. */
 struct memo_pagecache {
     u64 ts_ns;
     u32 pid;
@@ -85,12 +86,18 @@ struct memo_swap_pending {
     u64 memcg_id;
 };
 
-/* map seen (LRU): a page already reported for this process's launch window. */
-struct memo_page_key {
+/* map usage (key -> value): the pages of one 64-page chunk of a file that a launching process used. */
+#define MEMO_CHUNK_SHIFT 6
+struct memo_usage_key {
     u64 ino;
-    u64 index;
+    u64 chunk; /* page index >> MEMO_CHUNK_SHIFT */
     u32 pid;
     u32 dev;
+};
+
+struct memo_usage {
+    u64 first_ns; /* first use; the collector drains the entry once first_ns + launch window passed */
+    u64 bits;     /* bit i: page (chunk << MEMO_CHUNK_SHIFT) + i was used */
 };
 
 #endif

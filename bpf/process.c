@@ -45,6 +45,13 @@ int memo_fork(struct tracepoint__task__task_newtask *args)
     f.ts_ns = bpf_ktime_get_ns();
     f.pid = args->pid;
     f.ppid = memo_tgid();
+    /* a child forked in its parent's launch window (a zygote, a worker pool) shares that window:
+     * what it uses belongs to the launch's profile */
+    u64 *start = launch.lookup(&f.ppid);
+    if (start && f.ts_ns - *start <= MEMO_LAUNCH_WINDOW_NS) {
+        u64 s = *start;
+        launch.update(&f.pid, &s);
+    }
     f.uid = bpf_get_current_uid_gid();
     __builtin_memcpy(&f.comm, args->comm, sizeof(f.comm));
     if (fork_events.ringbuf_output(&f, sizeof(f), 0))

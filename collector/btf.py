@@ -77,4 +77,5 @@ def kernel() -> KernelBTF:
     except (OSError, subprocess.CalledProcessError) as exc:
         raise BTFError(f"cannot dump {VMLINUX} with bpftool: {exc}") from exc
     return parse(text, enums={"vm_event_item"},
-                 structs={"task_struct", "mem_cgroup", "cgroup_subsys_state", "cgroup", "kernfs_node"})
+                 structs={"task_struct", "mem_cgroup", "cgroup_subsys_state", "cgroup", "kernfs_node",
+                          "address_space", "inode", "super_block"})

@@ -30,19 +30,23 @@ TRACEPOINTS = {
     "memo_exec": "sched:sched_process_exec",
     "memo_fork": "task:task_newtask",
     "memo_exit": "sched:sched_process_exit",
-    "memo_pagecache": "filemap:mm_filemap_add_to_page_cache",
     "memo_openat_enter": "syscalls:sys_enter_openat",
     "memo_openat_exit": "syscalls:sys_exit_openat",
 }
-# Hot paths (they fire on every page fault) attach raw: no per-event record formatting.
+# Hot paths (they fire on every page fault or file read) attach raw: no per-event record formatting.
 RAW_TRACEPOINTS = {"memo_fault": "page_fault_user"}
+# What a launch uses of its files (pagecache.c): tracepoint group "filemap".
+USAGE_TRACEPOINTS = {"memo_use_read": "mm_filemap_get_pages", "memo_use_map": "mm_filemap_map_pages",
+                     "memo_use_fault": "mm_filemap_fault"}
 RINGS = ("exec_events", "fork_events", "exit_events", "page_events", "swap_events", "open_events")
-PINNED_MAPS = ("counts", "launch", "lost", "seen", "swap_pending")
+PINNED_MAPS = ("counts", "launch", "lost", "swap_pending", "usage")
 # The kernel's swap-in function, newest name first (fallback sources attach to it).
 SWAP_FUNCS = ("swap_read_folio", "swap_readpage")
 SWAP_EMIT_NS = 100_000_000
 FAULTS_FROM_MEMCG = "-DMEMO_FAULTS_FROM_MEMCG"  # cflag: memo_memcg counts faults, memo_fault is not built
 FAULT_BATCH = 32  # faults counted per CPU before they are added to the shared `counts` hash
+USAGE_CHUNKS = 4  # a used range spanning more 64-page chunks than this is sent as one record
+USAGE_ENTRIES = 131072  # (pid, file, chunk) entries awaiting the collector's drain (~6 MB of kernel memory)
 
 
 class LoadError(RuntimeError):
@@ -147,6 +151,13 @@ def cflags(cfg: CollectorConfig, swap_flags: list[str]) -> list[str]:
         f"-DMEMO_LAUNCH_WINDOW_NS={int(cfg.launch_window_s * 1e9)}ULL",
         f"-DMEMO_SWAP_EMIT_NS={SWAP_EMIT_NS}ULL",
         f"-DMEMO_FAULT_BATCH={FAULT_BATCH}",
+        f"-DMEMO_USAGE_CHUNKS={USAGE_CHUNKS}",
+        f"-DMEMO_USAGE_ENTRIES={USAGE_ENTRIES}",
+        f"-DMEMO_OFF_MAPPING_HOST={kb.offset('address_space', 'host')}",
+        f"-DMEMO_OFF_INODE_INO={kb.offset('inode', 'i_ino')}",
+        f"-DMEMO_OFF_INODE_SB={kb.offset('inode', 'i_sb')}",
+        f"-DMEMO_OFF_INODE_RDEV={kb.offset('inode', 'i_rdev')}",
+        f"-DMEMO_OFF_SB_DEV={kb.offset('super_block', 's_dev')}",
         f"-DMEMO_OFF_REAL_PARENT={kb.offset('task_struct', 'real_parent')}",
         f"-DMEMO_OFF_TGID={kb.offset('task_struct', 'tgid')}",
         f"-DMEMO_OFF_EXIT_CODE={kb.offset('task_struct', 'exit_code')}",
@@ -154,8 +165,6 @@ def cflags(cfg: CollectorConfig, swap_flags: list[str]) -> list[str]:
     ]
     if "group_dead" in kernelfs.tracepoint_format("sched", "sched_process_exit"):
         flags.append("-DMEMO_EXIT_HAS_GROUP_DEAD")
-    if "order;" in kernelfs.tracepoint_format("filemap", "mm_filemap_add_to_page_cache"):
-        flags.append("-DMEMO_PAGECACHE_HAS_ORDER")
     return flags
 
 
@@ -183,6 +192,12 @@ def _compile_and_attach(cfg: CollectorConfig, source: str, swap_flags: list[str]
             if fn == "memo_fault" and FAULTS_FROM_MEMCG in swap_flags:
                 continue  # memo_memcg counts them
             b.attach_raw_tracepoint(tp=tp, fn_name=fn)
+        for fn, tp in USAGE_TRACEPOINTS.items():
+            if BPF.tracepoint_exists("filemap", tp):
+                b.attach_raw_tracepoint(tp=tp, fn_name=fn)
+            else:
+                log.warning("launch profiles: tracepoint filemap:%s is missing on this kernel; "
+                            "profiles will lack what it reports", tp)
         if source == "tracepoint":
             b.attach_raw_tracepoint(tp="count_memcg_events", fn_name="memo_memcg")
         elif source == "kprobe":

@@ -35,6 +35,24 @@ def pagecache_event(r: Any) -> PageCacheEvent:
                           nr_pages=max(1, r.nr_pages))
 
 
+def usage_events(key: Any, value: Any, chunk_shift: int = 6) -> list[PageCacheEvent]:
+    """One `usage` map entry (a chunk's bitmap of used pages) -> a pagecache record per run of pages."""
+    out: list[PageCacheEvent] = []
+    bits, base, i = int(value.bits), int(key.chunk) << chunk_shift, 0
+    while bits:
+        if not bits & 1:
+            skip = (bits & -bits).bit_length() - 1  # zeros up to the next used page
+            bits >>= skip
+            i += skip
+            continue
+        run = (~bits & (bits + 1)).bit_length() - 1  # ones in a row from here
+        out.append(PageCacheEvent(ts_ns=value.first_ns, pid=key.pid, dev=key.dev, ino=key.ino,
+                                  index=base + i, nr_pages=run))
+        bits >>= run
+        i += run
+    return out
+
+
 def swapin_event(r: Any) -> SwapinEvent:
     return SwapinEvent(ts_ns=r.ts_ns, pid=r.pid, memcg_id=r.memcg_id, count=r.count)
 

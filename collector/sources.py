@@ -26,6 +26,9 @@ POLL_MS = 100
 NAME_WAIT_NS = 500_000_000
 """How long a page-cache record without a file name waits for the open or exec record that names it
 (they travel in other ring buffers and can land in a later poll round)."""
+USAGE_SWEEP_S = 1.0
+"""How often the `usage` map is drained of the chunks whose launch window is over or whose process has
+exited, while launches happened recently (an idle machine has nothing there, and is not swept)."""
 
 
 class Source(Protocol):
@@ -45,6 +48,9 @@ class BPFSource:
         self._held: list[Event] = []
         self._faults_seen: dict[int, tuple[int, int]] = {}
         self._lost_seen = 0
+        self._window_ns = int(cfg.launch_window_s * 1e9)
+        self._last_exec_ns = time.monotonic_ns()
+        self._exited: set[int] = set()  # pids whose exit record came since the last usage sweep
         b = self.loaded.bpf
         for ring, convert in records.CONVERTERS.items():
             b[ring].open_ring_buffer(self._callback(ring, convert))
@@ -94,6 +100,30 @@ class BPFSource:
         self._faults_seen = seen
         return out
 
+    def _sweep_usage(self, final: bool = False) -> list[Event]:
+        """Pagecache records of the `usage` chunks whose launch window is over or whose process has
+        exited (every chunk when final), deleted from the map as they are taken: the drain runs after a
+        launch, not during it."""
+        table = self.loaded.bpf["usage"]
+        due = time.monotonic_ns() - self._window_ns
+        exited, self._exited = self._exited, set()
+        out: list[Event] = []
+        taken = []
+        for k, v in table.items():
+            if final or v.first_ns <= due or k.pid in exited:
+                taken.append(k)
+                out.extend(records.usage_events(k, v))
+        for k in taken:
+            try:
+                del table[k]
+            except KeyError:
+                pass
+        return out
+
+    def _usage_pending(self, now_ns: int) -> bool:
+        """Whether `usage` may hold chunks: only launches fill it, and each drains a window later."""
+        return now_ns - self._last_exec_ns <= self._window_ns + int(3 * USAGE_SWEEP_S * 1e9)
+
     def lost_total(self) -> int:
         return int(self.loaded.bpf["lost"].sum(0).value)
 
@@ -111,6 +141,10 @@ class BPFSource:
         if not events:
             return
         events.sort(key=lambda e: e.ts_ns)
+        execs = [ev.ts_ns for ev in events if isinstance(ev, ExecEvent)]
+        if execs:
+            self._last_exec_ns = max(self._last_exec_ns, execs[-1])
+        self._exited.update(ev.pid for ev in events if isinstance(ev, ExitEvent))
         # Execs first: execve reads the binary's pages before its exec record, and learning the
         # exec'd files is what names those pages.
         events = [self.enricher.exec(ev) if isinstance(ev, ExecEvent) else ev for ev in events]
@@ -132,16 +166,24 @@ class BPFSource:
         # Wake at least once per flush interval, so that a lone exec is not held back by the poll.
         poll_ms = max(1, min(POLL_MS, int(self.cfg.flush_interval_s * 1000)))
         next_faults = time.monotonic() + self.cfg.faults_interval_s
+        next_usage = time.monotonic() + USAGE_SWEEP_S
         while not stop.is_set():
             b.ring_buffer_poll(poll_ms)
             extra = self._sweep_lost()
-            if time.monotonic() >= next_faults:
+            now = time.monotonic()
+            if now >= next_faults:
                 next_faults += self.cfg.faults_interval_s
                 extra += self._sweep_faults()
+            if now >= next_usage:
+                next_usage = now + USAGE_SWEEP_S
+                if self._usage_pending(time.monotonic_ns()):
+                    extra += self._sweep_usage()
+                else:
+                    self._exited.clear()  # no launch lately: nothing of theirs waits in `usage`
             self._drain(emit, extra)
             tick()
         b.ring_buffer_consume()
-        self._drain(emit, self._sweep_lost(), final=True)
+        self._drain(emit, self._sweep_lost() + self._sweep_usage(final=True), final=True)
 
     def close(self) -> None:
         loader.close(self.loaded, self.cfg.keep_pins)

@@ -9,13 +9,14 @@ batch is either stored whole or not at all.
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from inference.segment import NewLaunch, Rules, Segmenter
+from inference.segment import NewLaunch, Relabel, Rules, Segmenter
 from inference.store import Store
 from memo.contract import MAX_BATCH_EVENTS, EventAck, EventBatch
 
@@ -61,6 +62,8 @@ class IngestResult:
     launches: list[NewLaunch]
     counts: dict[str, int] = field(default_factory=dict)
     profiled: set[str] = field(default_factory=set)  # apps whose profiles got new pages
+    # launches of earlier batches that turned out to be exec chains, as they are now
+    relabeled: list[NewLaunch] = field(default_factory=list)
 
 
 class Ingestor:
@@ -106,6 +109,7 @@ class Ingestor:
             next_id = self._next_launch
             try:
                 execs, forks, exits, counters, pages, launches = [], [], [], [], [], []
+                relabels: list[Relabel] = []
                 lost = 0
                 for ev in batch.events:
                     t = ev.type
@@ -114,7 +118,9 @@ class Ingestor:
                                       seg.launch_of(ev.pid, ev.ts_ns)))
                     elif t == "exec":
                         launch = seg.exec(ev, next_id, now)
-                        if launch is not None:
+                        if isinstance(launch, Relabel):
+                            relabels.append(launch)
+                        elif launch is not None:
                             launches.append((launch.id, sid, launch.uid, launch.app, launch.pid,
                                              launch.ts_ns, launch.wall_ts, launch.exe))
                             next_id += 1
@@ -125,7 +131,7 @@ class Ingestor:
                         seg.fork(ev.pid, ev.ppid)
                         forks.append((sid, ev.ts_ns, ev.pid, ev.ppid, ev.uid, ev.comm))
                     elif t == "exit":
-                        seg.exit(ev.pid)
+                        seg.exit(ev.pid, ev.ts_ns)
                         exits.append((sid, ev.ts_ns, ev.pid, ev.exit_code, ev.minflt, ev.majflt, ev.swapin))
                     elif t == "faults":
                         counters.append((sid, t, ev.ts_ns, ev.pid, ev.minflt, ev.majflt))
@@ -134,6 +140,7 @@ class Ingestor:
                     else:  # lost
                         lost += ev.count
                         counters.append((sid, t, ev.ts_ns, ev.pid, ev.count, 0))
+                relabeled = _apply_relabels(db, relabels, launches)
                 for table, rows in (("execs", execs), ("forks", forks), ("exits", exits),
                                     ("counters", counters), ("pages", pages), ("launches", launches)):
                     Store.insert_many(db, table, rows)
@@ -148,4 +155,28 @@ class Ingestor:
         counts = {"exec": len(execs), "fork": len(forks), "exit": len(exits), "pagecache": len(pages),
                   "other": len(counters)}
         ack = EventAck(source_id=sid, seq=high, accepted=len(batch.events), duplicate=False)
-        return IngestResult(ack, found, counts, profiled)
+        profiled |= {r.app for r in relabels}
+        return IngestResult(ack, found, counts, profiled, relabeled)
+
+
+def _apply_relabels(db: sqlite3.Connection, relabels: list[Relabel],
+                    launches: list[tuple]) -> list[NewLaunch]:
+    """Exec chains: a launch of this batch is rewritten in place before it is stored; one stored by an
+    earlier batch is updated in the store and returned (the live models learn it as it is now)."""
+    by_id = {row[0]: i for i, row in enumerate(launches)}
+    earlier: dict[int, Relabel] = {}
+    for r in relabels:
+        i = by_id.get(r.id)
+        if i is not None:
+            row = launches[i]
+            launches[i] = (row[0], row[1], r.uid, r.app, row[4], row[5], row[6], r.exe)
+        else:
+            earlier[r.id] = r
+    out = []
+    for r in earlier.values():
+        db.execute("UPDATE launches SET uid=?, app=?, exe=? WHERE id=?", (r.uid, r.app, r.exe, r.id))
+        row = db.execute("SELECT id, source_id, uid, app, pid, ts_ns, wall_ts, exe FROM launches WHERE id=?",
+                         (r.id,)).fetchone()
+        if row is not None:
+            out.append(NewLaunch(*row))
+    return out

@@ -10,6 +10,7 @@ gives the same predictions.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from inference import priority
 from inference.metrics import Metrics
 from inference.predictors import Context, Launch, Population, UserModel
 from inference.segment import NewLaunch
@@ -26,6 +28,7 @@ from memo.contract import Prediction, Predictions
 log = logging.getLogger(__name__)
 
 CACHE_K = 20  # depth of each user's cached ranking; deeper asks are computed on demand
+TRAIN_QUIET_S = 2.0  # deferred training waits this long after the latest launch (its start-up runs then)
 POPULATION_KEY = "population"
 SNAPSHOT_KEY = "snapshot_launch_id"
 _STOP = object()
@@ -38,6 +41,63 @@ class Ranking:
     generated_at: float
     last_app: str | None
     items: list[Prediction]
+
+
+class Changes:
+    """A version that moves on every ranking change, awaited by long-polling clients in the event loop.
+
+    Bumped from the observer and trainer threads; waiters are woken through their loop's
+    call_soon_threadsafe, so a waiting request costs nothing until something changes."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.launches = 0
+        self._by_uid: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, set()
+        for loop, fut in waiters:
+            loop.call_soon_threadsafe(_resolve, fut)
+
+    def changed(self, uid: int) -> None:
+        with self._lock:
+            self.version += 1
+            self._by_uid[uid] = self.version
+            self._wake()
+
+    def launched(self, n: int) -> None:
+        """New launches were stored: clients hear of it before the models have learnt them."""
+        with self._lock:
+            self.launches += n
+            self.version += 1
+            self._wake()
+
+    def since(self, version: int) -> list[int]:
+        with self._lock:
+            return sorted(uid for uid, v in self._by_uid.items() if v > version)
+
+    async def wait(self, since: int, timeout_s: float) -> None:
+        """Return once the version is past ``since``, or after timeout_s."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self.version > since:
+                return
+            fut: asyncio.Future[None] = loop.create_future()
+            self._waiters.add((loop, fut))
+        try:
+            await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            pass
+        finally:
+            with self._lock:
+                self._waiters.discard((loop, fut))
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class Models:
@@ -53,6 +113,7 @@ class Models:
         self.last_app: dict[int, str] = {}
         self.gap: dict[int, tuple[float | None, float]] = {}  # uid -> (last ts, EWMA of gaps)
         self.cache: dict[int, Ranking] = {}
+        self.changes = Changes()
         self._cold: tuple[int, Ranking] | None = None  # users without a model: the population's ranking
         self.last_launch_id = 0
         self._queue: queue.Queue[object] = queue.Queue()
@@ -60,6 +121,7 @@ class Models:
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._dirty = False
+        self._last_launch = 0.0  # monotonic time of the latest launch submitted
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -119,6 +181,7 @@ class Models:
 
     def submit(self, launches: Sequence[NewLaunch]) -> None:
         if launches:
+            self._last_launch = time.monotonic()
             self._queue.put(list(launches))
 
     def drain(self, timeout: float = 10.0) -> None:
@@ -155,6 +218,7 @@ class Models:
             self._dirty = True
 
     def _observer(self) -> None:
+        priority.lower_this_thread()
         last_snap = time.monotonic()
         while True:
             try:
@@ -180,7 +244,10 @@ class Models:
                 last_snap = time.monotonic()
 
     def _trainer(self) -> None:
+        priority.lower_this_thread()
         while not self._stopping.wait(0.5):
+            if time.monotonic() - self._last_launch < TRAIN_QUIET_S:
+                continue  # a program is starting: its start-up gets the CPU, training waits
             for uid, model in list(self.users.items()):
                 t0 = time.perf_counter()
                 try:
@@ -215,6 +282,7 @@ class Models:
 
     def _refresh(self, uid: int) -> None:
         self.cache[uid] = self._rank(uid, CACHE_K)
+        self.changes.changed(uid)
 
     def predictions(self, uid: int, k: int) -> Predictions:
         """Served from the per-user cache (refreshed after each launch), never by training."""

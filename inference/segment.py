@@ -5,9 +5,12 @@ program to its user. The segmenter follows each source's process tree (fork/exec
 every live pid a *context*: the launch it belongs to, or none (a "launcher" context: init, a login or
 terminal shell, an unknown parent). An exec in a launcher context starts a launch; an exec in a launch
 context is a helper of that launch. Identity is the resolved executable; interpreters are named by
-their script. Wrappers (env, nice, sudo, ``sh -c``) and ignored apps are transparent: they pass their
-parent's context on. The state is plain dicts so that it can be snapshotted, and every change in a
-batch is journalled so that a batch the store rejects leaves no trace here either.
+their script. Wrappers (env, nice, sudo, setpriv, ``sh -c``; ``WRAPPERS`` plus the configured
+``inference.wrappers``) and ignored apps are transparent: they pass their parent's context on. An exec
+chain through a wrapper not on that list is caught too: when the pid that started a launch execs again
+within the launch window, the launch becomes the program the chain ends in, owned by the uid after that
+exec (a *relabel*). The state is plain dicts so that it can be snapshotted, and every change in a batch
+is journalled so that a batch the store rejects leaves no trace here either.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import fnmatch
 import posixpath
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -24,9 +27,17 @@ from memo.contract import ExecEvent
 
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "tcsh", "csh", "ash", "rbash"})
 WRAPPERS = frozenset({
-    "env", "nice", "ionice", "nohup", "timeout", "stdbuf", "taskset", "chrt", "setsid", "sudo", "doas",
-    "time", "unbuffer", "runuser", "systemd-run", "flock", "xdg-open", "chpst",
+    # run a program with other attributes, in the same pid or a child
+    "env", "nice", "ionice", "nohup", "timeout", "stdbuf", "taskset", "chrt", "setsid", "time", "unbuffer",
+    "flock", "chpst", "prlimit", "numactl", "cgexec", "systemd-run", "systemd-inhibit",
+    # change user
+    "sudo", "doas", "su", "runuser", "setpriv", "pkexec", "capsh",
+    # sandboxes and containers of desktop apps
+    "bwrap", "flatpak", "flatpak-spawn", "snap", "firejail", "unshare", "nsenter", "chroot",
+    # desktop launchers
+    "xdg-open", "gtk-launch", "gio", "kioclient", "kioclient5", "dex", "exo-open",
 })
+"""Programs that pass the launch on to the program they run (basenames); ``inference.wrappers`` adds more."""
 _INTERP = re.compile(r"^(python|pypy|perl|ruby|php|lua|luajit|tclsh|wish|node|nodejs|java|rscript|deno|bun)"
                      r"[\d.]*$", re.IGNORECASE)
 _DELETED = " (deleted)"
@@ -115,12 +126,12 @@ def _operand(argv: Sequence[str], family: str) -> tuple[str, str | None]:
     return "none", None
 
 
-def identify(ev: ExecEvent) -> Identity:
+def identify(ev: ExecEvent, wrappers: frozenset[str] = WRAPPERS) -> Identity:
     """What program an exec started, and what kind of thing it is."""
     exe = ev.exe.removesuffix(_DELETED) if ev.exe else posixpath.normpath(ev.filename or "?")
     base = posixpath.basename(exe)
     argv = ev.argv or [ev.filename]
-    if base in WRAPPERS:
+    if base in wrappers:
         return Identity(Kind.TRANSPARENT, exe)
     shell = base in SHELLS
     if not shell and not _INTERP.match(base):
@@ -146,16 +157,31 @@ def identify(ev: ExecEvent) -> Identity:
 
 @dataclass
 class Rules:
-    """Configured overrides: ``ignore`` apps never start launches, ``allow`` apps always do."""
+    """Configured overrides: ``ignore`` apps never start launches, ``allow`` apps always do, ``wrappers``
+    (basenames) are transparent like the built-in WRAPPERS."""
 
     ignore: Sequence[str] = ()
     allow: Sequence[str] = ()
+    wrappers: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        self.all_wrappers = WRAPPERS | frozenset(self.wrappers)
 
     def ignored(self, app: str) -> bool:
         return any(fnmatch.fnmatchcase(app, p) for p in self.ignore)
 
     def allowed(self, app: str) -> bool:
         return any(fnmatch.fnmatchcase(app, p) for p in self.allow)
+
+
+@dataclass(frozen=True, slots=True)
+class Relabel:
+    """An earlier launch turned out to be an exec chain: it is ``app`` of ``uid`` (exe ``exe``)."""
+
+    id: int
+    uid: int
+    app: str
+    exe: str
 
 
 _MISSING = object()
@@ -170,39 +196,45 @@ class Segmenter:
     window_ns: int = 10_000_000_000
     # pid -> launch id, or None for a launcher context. A pid absent here is unknown: a launcher too.
     procs: dict[int, int | None] = field(default_factory=dict)
-    # launch id -> (start ts_ns, app), kept while page-cache records may still be attributed to it.
-    recent: dict[int, tuple[int, str]] = field(default_factory=dict)
-    _undo_procs: dict[int, Any] = field(default_factory=dict, repr=False)
-    _undo_recent: dict[int, Any] = field(default_factory=dict, repr=False)
+    # launch id -> (start ts_ns, app, pid that started it), kept while page-cache records may still be
+    # attributed to it.
+    recent: dict[int, tuple[int, str, int]] = field(default_factory=dict)
+    # pid -> (launch id, exit ts_ns) of processes of a launch that have exited: the collector sends a
+    # launch's page records when its window is over, often after short-lived helpers are gone.
+    exited: dict[int, tuple[int, int]] = field(default_factory=dict)
+    _undo: dict[tuple[str, int], Any] = field(default_factory=dict, repr=False)
 
     # ---------------------------------------------------------------- journal
 
-    def _set(self, pid: int, ctx: int | None) -> None:
-        if pid not in self._undo_procs:
-            self._undo_procs[pid] = self.procs.get(pid, _MISSING)
-        self.procs[pid] = ctx
+    def _write(self, table: str, key: int, value: Any) -> None:
+        """Set (or, with _MISSING, delete) table[key], remembering the old value for rollback."""
+        t = getattr(self, table)
+        self._undo.setdefault((table, key), t.get(key, _MISSING))
+        if value is _MISSING:
+            t.pop(key, None)
+        else:
+            t[key] = value
 
-    def _drop(self, pid: int) -> None:
-        if pid in self.procs:
-            if pid not in self._undo_procs:
-                self._undo_procs[pid] = self.procs[pid]
-            del self.procs[pid]
+    def _set(self, pid: int, ctx: int | None) -> None:
+        self._write("procs", pid, ctx)
 
     def commit(self) -> None:
-        self._undo_procs.clear()
-        self._undo_recent.clear()
+        self._undo.clear()
         if len(self.recent) > 4096:
-            newest = max(ts for ts, _ in self.recent.values())
+            newest = max(v[0] for v in self.recent.values())
             self.recent = {k: v for k, v in self.recent.items() if newest - v[0] <= self.window_ns}
+        if len(self.exited) > 4096:
+            newest = max(ts for _, ts in self.exited.values())
+            self.exited = {k: v for k, v in self.exited.items() if newest - v[1] <= self.window_ns}
 
     def rollback(self) -> None:
-        for table, undo in ((self.procs, self._undo_procs), (self.recent, self._undo_recent)):
-            for key, old in undo.items():
-                if old is _MISSING:
-                    table.pop(key, None)
-                else:
-                    table[key] = old
-            undo.clear()
+        for (table, key), old in self._undo.items():
+            t = getattr(self, table)
+            if old is _MISSING:
+                t.pop(key, None)
+            else:
+                t[key] = old
+        self._undo.clear()
 
     # ---------------------------------------------------------------- events
 
@@ -210,14 +242,25 @@ class Segmenter:
         """A child shares its parent's context until it execs."""
         self._set(pid, self.procs.get(ppid))
 
-    def exit(self, pid: int) -> None:
-        self._drop(pid)
+    def exit(self, pid: int, ts_ns: int = 0) -> None:
+        lid = self.procs.get(pid)
+        if lid is not None and lid in self.recent:
+            self._write("exited", pid, (lid, ts_ns))
+        if pid in self.procs:
+            self._write("procs", pid, _MISSING)
 
-    def exec(self, ev: ExecEvent, launch_id: int, now: float) -> NewLaunch | None:
-        """Classify an exec; returns a launch (with ``launch_id``) if it starts one."""
+    def exec(self, ev: ExecEvent, launch_id: int, now: float) -> NewLaunch | Relabel | None:
+        """Classify an exec; returns a launch (with ``launch_id``) if it starts one, or a Relabel if
+        it continues the exec chain that started a launch."""
         ctx = self.procs[ev.pid] if ev.pid in self.procs else self.procs.get(ev.ppid)
-        ident = identify(ev)
+        ident = identify(ev, self.rules.all_wrappers)
         kind = ident.kind
+        chain = self.recent.get(ctx) if ctx is not None else None
+        if (chain is not None and chain[2] == ev.pid and 0 <= ev.ts_ns - chain[0] <= self.window_ns
+                and kind is Kind.PROGRAM and not self.rules.ignored(ident.app)):
+            # the pid that started launch ctx exec'd again: the launch is where the chain ends
+            self._write("recent", ctx, (chain[0], ident.app, ev.pid))
+            return Relabel(ctx, ev.uid, ident.app, ev.exe or ev.filename)
         if kind is Kind.PROGRAM and self.rules.allowed(ident.app):
             ctx = None  # always a launch, even inside another one
         elif kind is Kind.PROGRAM and self.rules.ignored(ident.app):
@@ -229,14 +272,15 @@ class Segmenter:
             self._set(ev.pid, ctx)  # a helper of the running launch, or a wrapper passing context on
             return None
         self._set(ev.pid, launch_id)
-        self._undo_recent.setdefault(launch_id, _MISSING)
-        self.recent[launch_id] = (ev.ts_ns, ident.app)
+        self._write("recent", launch_id, (ev.ts_ns, ident.app, ev.pid))
         return NewLaunch(launch_id, self.source_id, ev.uid, ident.app, ev.pid, ev.ts_ns,
                          ev.wall_ts if ev.wall_ts > 0 else now, ev.exe or ev.filename)
 
     def launch_of(self, pid: int, ts_ns: int) -> int | None:
-        """The launch whose start window covers a page-cache record of ``pid`` at ``ts_ns``."""
-        lid = self.procs.get(pid)
+        """The launch whose start window covers a page-cache record of ``pid`` at ``ts_ns`` (the pid
+        may have exited since: its record is no older than its exit)."""
+        gone = self.exited.get(pid)
+        lid = gone[0] if gone is not None and ts_ns <= gone[1] else self.procs.get(pid)
         if lid is None:
             return None
         start = self.recent.get(lid)
@@ -248,11 +292,15 @@ class Segmenter:
 
     def state(self) -> dict[str, Any]:
         return {"procs": [[p, c] for p, c in self.procs.items()],
-                "recent": [[k, ts, app] for k, (ts, app) in self.recent.items()]}
+                "recent": [[k, ts, app, pid] for k, (ts, app, pid) in self.recent.items()],
+                "exited": [[p, lid, ts] for p, (lid, ts) in self.exited.items()]}
 
     def load(self, state: dict[str, Any]) -> None:
         self.procs = {int(p): c for p, c in state.get("procs", [])}
-        self.recent = {int(k): (int(ts), str(app)) for k, ts, app in state.get("recent", [])}
+        # entries written before the root pid was kept have 3 fields: no chain is followed for them
+        self.recent = {int(r[0]): (int(r[1]), str(r[2]), int(r[3]) if len(r) > 3 else -1)
+                       for r in state.get("recent", [])}
+        self.exited = {int(p): (int(lid), int(ts)) for p, lid, ts in state.get("exited", [])}
 
 
 def segment(events: Iterable[Any], source_id: str = "test", rules: Rules | None = None) -> list[NewLaunch]:
@@ -263,10 +311,13 @@ def segment(events: Iterable[Any], source_id: str = "test", rules: Rules | None 
         if ev.type == "fork":
             seg.fork(ev.pid, ev.ppid)
         elif ev.type == "exit":
-            seg.exit(ev.pid)
+            seg.exit(ev.pid, ev.ts_ns)
         elif ev.type == "exec":
             launch = seg.exec(ev, len(out) + 1, 0.0)
-            if launch:
+            if isinstance(launch, Relabel):
+                i = launch.id - 1
+                out[i] = replace(out[i], uid=launch.uid, app=launch.app, exe=launch.exe)
+            elif launch:
                 out.append(launch)
     seg.commit()
     return out

@@ -35,7 +35,7 @@ class Service:
         store = Store(config.paths.data_dir / DB_NAME)
         metrics = Metrics()
         profiles = Profiles(store)
-        rules = Rules(config.inference.ignore, config.inference.allow)
+        rules = Rules(config.inference.ignore, config.inference.allow, config.inference.wrappers)
         ingestor = Ingestor(store, rules, config.collector.launch_window_s)
         if "llm" in config.inference.models:  # the engine starts in the background; until then it abstains
             from inference.llm import runtime
@@ -69,9 +69,11 @@ class Service:
                 m.events.labels(type=kind).inc(n)
         if result.launches:
             m.launches.inc(len(result.launches))
-            apps = {launch.app for launch in result.launches}
-            self.profiles.invalidate(apps | result.profiled)
-            self.models.submit(result.launches)
-        elif result.profiled:
-            self.profiles.invalidate(result.profiled)
+            self.models.changes.launched(len(result.launches))
+        learn = result.launches + result.relabeled
+        apps = {launch.app for launch in learn} | result.profiled
+        if apps:
+            self.profiles.invalidate(apps)
+        if learn:
+            self.models.submit(learn)
         return result

@@ -48,7 +48,7 @@ class PathsConfig(BaseModel):
 
 class CollectorConfig(BaseModel):
     source_id: str = Field("", description="identity of this collector's stream; empty = hostname")
-    launch_window_s: float = Field(10.0, gt=0, description="seconds after exec that page-cache adds count")
+    launch_window_s: float = Field(10.0, gt=0, description="seconds after exec during which the file pages a program uses make its launch profile")
     batch_max_events: int = Field(2000, ge=1, le=10_000, description="most events in one batch sent")
     flush_interval_s: float = Field(0.02, gt=0, description="longest an event waits before it is sent")
     faults_interval_s: float = Field(5.0, gt=0, description="period of per-process fault records")
@@ -74,6 +74,10 @@ class InferenceConfig(BaseModel):
     default_k: int = Field(5, ge=1, le=100, description="predictions returned when k is not given")
     ignore: list[str] = Field(default_factory=list, description="apps never counted as launches (globs)")
     allow: list[str] = Field(default_factory=list, description="apps always counted as launches (globs)")
+    wrappers: list[str] = Field(
+        default_factory=list, description="more programs (basenames) that pass the launch on to the "
+        "program they run, besides the built-in list in inference/segment.py (env, nice, ionice, taskset, "
+        "sudo, su, runuser, setpriv, pkexec, bwrap, flatpak, snap, firejail, xdg-open, gtk-launch, ...)")
 
 
 class LLMConfig(BaseModel):
@@ -87,13 +91,23 @@ class LLMConfig(BaseModel):
 
 
 class PrefetcherConfig(BaseModel):
-    poll_interval_s: float = Field(1.0, gt=0, description="seconds between prefetch cycles")
-    min_probability: float = Field(0.2, ge=0, le=1, description="act only on predictions above this")
+    poll_interval_s: float = Field(
+        1.0, gt=0, description="while no ranking changes (the service tells at once when one does), how "
+        "often to check whether the kernel evicted what was prefetched")
+    min_probability: float = Field(
+        0.3, ge=0, le=1, description="read a page range when the chance a predicted launch uses it (summed "
+        "over the predictions whose profiles hold it: probability x the share of that app's past prefetches "
+        "used) is above this; swap-in and cgroup protection act on predictions above it")
+    evict_cost: float = Field(
+        0.4, ge=0, le=1, description="added to min_probability for the ranges that no longer fit in free "
+        "memory: reading them evicts page cache that may itself be used")
     budget_share: float = Field(0.1, gt=0, le=1, description="share of MemAvailable usable per cycle")
     per_app_cap_bytes: int = Field(
         512 * 1024 * 1024, ge=0,
-        description="most bytes read ahead per program (chromium reads ~330 MB at start)")
-    psi_some_avg10_max: float = Field(10.0, ge=0, description="do nothing above this memory pressure")
+        description="most bytes of one program's profile in a plan (chromium uses ~330 MB at start)")
+    psi_some_avg10_max: float = Field(
+        10.0, ge=0, description="do nothing above this memory pressure: % of time some task stalled on "
+        "memory (PSI some), over the last interval, else avg10")
     swappiness_low: int = Field(10, ge=0, le=200, description="swappiness set for soon-used cgroups")
     collapse_huge: bool = Field(
         True, description="after a swap-in, copy fully populated 2 MB extents into huge pages "

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 API_VERSION = "v1"
 EVENTS_PATH = "/v1/events"
 FEEDBACK_PATH = "/v1/feedback"
+PREDICTIONS_CHANGES_PATH = "/v1/predictions/changes"
 PREDICTIONS_PATH = "/v1/predictions"
 
 MAX_BATCH_EVENTS = 10_000
@@ -71,7 +72,8 @@ class FaultsEvent(_Record):
 
 
 class PageCacheEvent(_Record):
-    """Pages a process brought into the page cache during its launch window (its launch profile)."""
+    """File pages a process used (read, mapped or faulted) in its launch window, whether the page cache
+    held them or not: its launch profile. Sent once the window is over or the process has exited."""
 
     type: Literal["pagecache"] = "pagecache"
     dev: int = Field(ge=0)
@@ -148,6 +150,16 @@ class Predictions(BaseModel):
     predictions: list[Prediction]
 
 
+class PredictionChanges(BaseModel):
+    """GET /v1/predictions/changes?since=V&wait_s=T: answered as soon as a ranking changed after version V
+    (a long-poll: a client learns of new predictions when they change, not by polling)."""
+
+    version: int = Field(ge=0, description="moves on every ranking change; pass it back as `since`")
+    launches: int = Field(ge=0, description="launches seen since the service started: a move means a "
+                          "program is starting now")
+    uids: list[int] = Field(description="users whose ranking changed after `since`")
+
+
 class ProfileRange(BaseModel):
     path: str
     offset: int = Field(ge=0, description="bytes")
@@ -187,6 +199,19 @@ class FeedbackBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     items: list[FeedbackItem] = Field(max_length=MAX_BATCH_EVENTS)
+
+
+class FeedbackSummary(BaseModel):
+    """GET /v1/feedback: what the prefetcher's actions on one app were worth, summed."""
+
+    app: str
+    actions: int
+    bytes_prefetched: int
+    bytes_used: int
+    bytes_wasted: int
+    launched: int
+    hit_rate: float = Field(description="bytes used / bytes prefetched")
+    waste_rate: float = Field(description="bytes wasted / bytes prefetched")
 
 
 class Health(BaseModel):

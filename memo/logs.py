@@ -14,4 +14,8 @@ def setup(service: str, level: str = "INFO") -> logging.Logger:
         format=f"%(asctime)s {service}[%(process)d] %(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    # One line per HTTP request (httpx logs each at INFO) is noise at INFO: requests show at DEBUG.
+    if logging.getLogger().level > logging.DEBUG:
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     return logging.getLogger(service)

@@ -1,10 +1,13 @@
 """How much the prefetcher may bring into memory this cycle, and whether it may act at all.
 
 Two signals: MemAvailable (the kernel's estimate of memory usable without swapping) gives the byte
-budget, a share of it per cycle; PSI memory "some avg10" (/proc/pressure/memory, present on this
-kernel) says whether tasks are already stalling on memory — then prefetching would only add to the
-reclaim it competes with, so the prefetcher does nothing. Kernels without PSI (CONFIG_PSI=n or
-psi=0) fall back to the rate of major faults plus swap-ins from /proc/vmstat over the last cycle.
+budget, a share of it per cycle; PSI memory "some" (/proc/pressure/memory, present on this kernel) says
+whether tasks are already stalling on memory — then prefetching would only add to the reclaim it
+competes with, so the prefetcher does nothing. The share of time stalled is taken over the interval
+since the previous reading (from PSI's `total`) when that is recent, else from avg10: avg10 decays
+over ~10 s, so after a burst of pressure it would hold the prefetcher back long after memory is free
+again. Kernels without PSI (CONFIG_PSI=n or psi=0) fall back to the rate of major faults plus swap-ins
+from /proc/vmstat over the last cycle.
 """
 
 from __future__ import annotations
@@ -54,21 +57,32 @@ class Pressure:
         return f"{self.source}={self.value:.2f} (limit {self.limit:.2f})"
 
 
+INTERVAL_MIN_S = 0.2
+INTERVAL_MAX_S = 10.0
+
+
 @dataclass
 class PressureGauge:
-    """PSI 'some avg10' where the kernel has it; else major faults + swap-ins per second (vmstat)."""
+    """PSI 'some' (% of time stalled; over the last interval when recent, else avg10) where the kernel
+    has it; else major faults + swap-ins per second (vmstat)."""
 
     limit: float
     psi_path: Path = PSI_MEMORY
     fault_rate_limit: float = 2000.0
     _last: tuple[float, int] | None = field(default=None, init=False)
+    _last_psi: tuple[float, float] | None = field(default=None, init=False)  # (monotonic s, total us)
 
     def read(self) -> Pressure:
         try:
-            psi = parse_psi(self.psi_path.read_text())
-            return Pressure("psi_some_avg10", psi["some"]["avg10"], self.limit)
+            some = parse_psi(self.psi_path.read_text())["some"]
         except (OSError, KeyError, ValueError):
             return self._fault_rate()
+        now, last = time.monotonic(), self._last_psi
+        self._last_psi = (now, some["total"])
+        if last is not None and INTERVAL_MIN_S <= now - last[0] <= INTERVAL_MAX_S:
+            share = 100.0 * (some["total"] - last[1]) / 1e6 / (now - last[0])
+            return Pressure("psi_some_share", max(0.0, share), self.limit)
+        return Pressure("psi_some_avg10", some["avg10"], self.limit)
 
     def _fault_rate(self) -> Pressure:
         vm = {k: int(v) for k, v in (line.split() for line in VMSTAT.read_text().splitlines())}

@@ -13,9 +13,12 @@ import httpx
 
 from memo.contract import (
     FEEDBACK_PATH,
+    PREDICTIONS_CHANGES_PATH,
     PREDICTIONS_PATH,
     AppProfile,
     FeedbackBatch,
+    FeedbackSummary,
+    PredictionChanges,
     Predictions,
 )
 
@@ -35,6 +38,18 @@ class InferenceClient:
         r = self._http.get(PREDICTIONS_PATH, params={"uid": uid, "k": k})
         r.raise_for_status()
         return Predictions.model_validate(r.json())
+
+    def changes(self, since: int, wait_s: float) -> PredictionChanges:
+        """Long-poll: returns once the service's rankings moved past version ``since`` (or after wait_s)."""
+        r = self._http.get(PREDICTIONS_CHANGES_PATH, params={"since": since, "wait_s": wait_s},
+                           timeout=wait_s + 5.0)
+        r.raise_for_status()
+        return PredictionChanges.model_validate(r.json())
+
+    def feedback_summary(self) -> list[FeedbackSummary]:
+        r = self._http.get(FEEDBACK_PATH)
+        r.raise_for_status()
+        return [FeedbackSummary.model_validate(item) for item in r.json()]
 
     def profile(self, app: str) -> AppProfile | None:
         """The app's launch profile, or None when the service has none yet (404)."""

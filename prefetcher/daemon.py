@@ -1,9 +1,17 @@
-"""The prefetcher's loop, plain on purpose (preload's shape): observe, predict, act within a budget, sleep.
+"""The prefetcher's loop, plain on purpose (preload's shape): observe, predict, act within a budget, wait.
 
-observe: memory pressure (PSI) and MemAvailable; predict: ask inference (or a static list given on
-the command line); act, most likely program first: page cache, swap-in, cgroup protection, each
-charged to the cycle's budget; then resolve and send feedback, restore cgroups of programs no longer
-predicted, and sleep. SIGTERM/SIGINT end the loop and restore every cgroup value it changed.
+wait: for a change, not on a timer — the inference service answers a long-poll when its rankings move
+(a launch was seen, or a model was retrained), and between answers the loop wakes once per
+poll_interval_s only to ask the kernel whether it evicted page cache.
+observe: memory pressure (PSI) and MemAvailable; and, after a launch, whether its reads are still going
+(disk reads by other processes): MEMO never competes with the launch the user is waiting for.
+predict: the service's rankings (or a static list given on the command line).
+act: one plan per round — the profiles of the predictions weighed range by range (plan.py), read where
+the chance of use beats the cost; then swap-in and cgroup protection of running predicted programs.
+A plan is read once per launch, and again only after the kernel evicted some of it (at most
+READS_PER_ROUND times): an unused profile is never re-read every cycle. A new launch interrupts a plan
+in progress. Then feedback is resolved and sent, cgroups of programs no longer predicted are restored.
+SIGTERM/SIGINT end the loop and restore every cgroup value it changed.
 """
 
 from __future__ import annotations
@@ -20,11 +28,12 @@ from pathlib import Path
 import httpx
 
 from memo.config import Config
-from memo.contract import AppProfile, Prediction
-from prefetcher import cgroups, pagecache, swapin, syscalls
-from prefetcher.budget import Budget, PressureGauge
+from memo.contract import AppProfile, Prediction, PredictionChanges
+from prefetcher import activity, cgroups, pagecache, swapin, syscalls
+from prefetcher.budget import Budget, PressureGauge, meminfo
 from prefetcher.client import InferenceClient
 from prefetcher.feedback import FeedbackTracker
+from prefetcher.plan import Candidate, Span, weigh
 
 log = logging.getLogger("memo-prefetcher")
 
@@ -32,6 +41,17 @@ STATE_FILE = "prefetcher-state.json"
 HOLD_S = 60.0
 """How long a program's cgroup stays protected after its last prediction above the threshold."""
 PROFILE_TTL_S = 60.0
+READS_PER_ROUND = 2
+"""Reads of one plan per launch: the first, and one more after an eviction took some of it."""
+QUIET_READ_BPS = 2 * 1024 * 1024
+"""Disk reads by other processes below this (bytes/s) mean a launch is done reading."""
+INTERRUPT_CHECK_S = 0.05
+"""While a plan is read, how often the service is asked whether a new launch began."""
+USEFUL_PRIOR_BYTES = 256 * 1024 * 1024
+"""Usefulness of an app's prefetches = (used + prior) / (prefetched + prior): a few wasted reads do not
+condemn a program, a long record of them does."""
+FREE_RESERVE_SHARE = 0.02
+"""Free memory kept out of a plan's "fits in free memory" (the kernel's own watermarks live there)."""
 
 
 @dataclass
@@ -46,11 +66,22 @@ class Source:
     def predictions(self) -> list[Wanted]:
         raise NotImplementedError
 
-    def profile(self, app: str) -> AppProfile | None:
+    def profile(self, app: str, expect_bytes: int | None = None) -> AppProfile | None:
+        """The app's launch profile; ``expect_bytes`` (the prediction's profile_bytes) says whether a
+        copy fetched earlier is still the service's."""
         raise NotImplementedError
 
     def send_feedback(self, tracker: FeedbackTracker) -> None:
         tracker.ready.clear()
+
+    def changes(self, since: int, wait_s: float) -> PredictionChanges | None:
+        """The service's change notice (long-poll); None where there is none (poll on a timer)."""
+        time.sleep(wait_s)
+        return None
+
+    def usefulness(self) -> dict[str, float]:
+        """Per app, the share of its past prefetches a launch used (absent: no record)."""
+        return {}
 
 
 class ServiceSource(Source):
@@ -62,6 +93,23 @@ class ServiceSource(Source):
         self.uids = uids
         self.k = k
         self._profiles: dict[str, tuple[float, AppProfile | None]] = {}
+        self._useful: tuple[float, dict[str, float]] = (0.0, {})
+
+    def changes(self, since: int, wait_s: float) -> PredictionChanges | None:
+        return self.client.changes(since, wait_s)
+
+    def usefulness(self) -> dict[str, float]:
+        now = time.monotonic()
+        if now - self._useful[0] < PROFILE_TTL_S:
+            return self._useful[1]
+        try:
+            rows = self.client.feedback_summary()
+        except httpx.HTTPError:
+            rows = []
+        useful = {r.app: (r.bytes_used + USEFUL_PRIOR_BYTES) / (r.bytes_prefetched + USEFUL_PRIOR_BYTES)
+                  for r in rows}
+        self._useful = (now, useful)
+        return useful
 
     def _uids(self) -> list[int]:
         if self.uids:
@@ -89,10 +137,11 @@ class ServiceSource(Source):
             out.extend(Wanted(uid, p) for p in preds.predictions)
         return out
 
-    def profile(self, app: str) -> AppProfile | None:
+    def profile(self, app: str, expect_bytes: int | None = None) -> AppProfile | None:
         now = time.monotonic()
         cached = self._profiles.get(app)
-        if cached and now - cached[0] < PROFILE_TTL_S:
+        if cached and now - cached[0] < PROFILE_TTL_S and (
+                expect_bytes is None or (cached[1].bytes if cached[1] else 0) == expect_bytes):
             return cached[1]
         prof = self.client.profile(app)
         self._profiles[app] = (now, prof)
@@ -129,7 +178,7 @@ class StaticSource(Source):
         return [Wanted(self.uid, Prediction(app=a, probability=1.0, horizon_s=self.horizon_s,
                                             profile_bytes=0)) for a in self.apps]
 
-    def profile(self, app: str) -> AppProfile | None:
+    def profile(self, app: str, expect_bytes: int | None = None) -> AppProfile | None:
         if app in self._profiles:
             return self._profiles[app]
         return self.client.profile(app) if self.client else None
@@ -149,6 +198,7 @@ class CycleReport:
     swapin_bytes: int = 0
     protected: int = 0
     budget: int = 0
+    interrupted: bool = False
     actions: list[str] = field(default_factory=list)
 
 
@@ -164,6 +214,15 @@ class Prefetcher:
         self.feedback = FeedbackTracker()
         self.hold_until: dict[str, float] = {}
         self.stop = threading.Event()
+        self.reads = activity.ForeignReads()
+        self.evictions = activity.Evictions()
+        self.version = 0  # of the service's rankings, as last seen
+        self.launches: int | None = None  # the service's launch count, as last seen
+        self.plan: list[Span] = []
+        self.candidates: dict[str, Candidate] = {}  # of the current plan
+        self.plan_reads = 0
+        self._last_check = 0.0
+        self._stopped_for_launch = False
 
     def recover(self) -> None:
         """Restore what a previous run changed and did not put back (it crashed or was SIGKILLed)."""
@@ -179,54 +238,101 @@ class Prefetcher:
         else:
             log.info("%s", text)
 
+    # ---------------------------------------------------------------- one round
+
     def cycle(self) -> CycleReport:
+        """Plan from the current predictions and read the plan (the first read of a round)."""
         pressure = self.gauge.read()
         if pressure.high:
             log.warning("memory pressure %s is above the threshold: doing nothing this cycle", pressure)
             return CycleReport(False, reason=f"pressure {pressure}")
-        wanted = [w for w in self.source.predictions()
-                  if w.prediction.probability >= self.pcfg.min_probability]
+        wanted = [w for w in self.source.predictions() if w.prediction.probability > 0]
         wanted.sort(key=lambda w: -w.prediction.probability)
-        budget = Budget.from_meminfo(self.pcfg.budget_share)
-        report = CycleReport(True, budget=budget.total)
+        useful = self.source.usefulness()
+        candidates: list[Candidate] = []
         seen: set[str] = set()
         now = time.time()
+        report = CycleReport(True)
         for w in wanted:
-            app = w.prediction.app
+            app, p = w.prediction.app, w.prediction
             if app in seen:
                 continue
             seen.add(app)
-            self.hold_until[app] = now + max(w.prediction.horizon_s, HOLD_S)
-            self._act(w, budget, report)
-        for app, until in list(self.hold_until.items()):
-            if until < now:  # no longer predicted: give its cgroup back to normal reclaim
-                del self.hold_until[app]
-                if not self.dry_run:
-                    self.tuner.restore_app(app)
-                self.cool_idle([app])
-        self.feedback.poll()
-        self.source.send_feedback(self.feedback)
+            if p.probability >= self.pcfg.min_probability:
+                self.hold_until[app] = now + max(p.horizon_s, HOLD_S)
+                self._prepare_running(w, report)
+            try:
+                profile = self.source.profile(app, p.profile_bytes)
+            except httpx.HTTPError as exc:
+                log.warning("no profile for %s: %s", app, exc)
+                profile = None
+            if profile is not None and profile.ranges:
+                candidates.append(Candidate(app, w.uid, p.probability, useful.get(app, 1.0), profile,
+                                            p.horizon_s))
+        self.plan = weigh(candidates, self.pcfg.per_app_cap_bytes)
+        self.candidates = {c.app: c for c in candidates}
+        self.plan_reads = 0
+        self._read_plan(report)
+        self._restore_unpredicted(now)
         return report
 
-    def _act(self, w: Wanted, budget: Budget, report: CycleReport) -> None:
-        app, p = w.prediction.app, w.prediction
-        try:
-            profile = self.source.profile(app)
-        except httpx.HTTPError as exc:
-            log.warning("no profile for %s: %s", app, exc)
-            profile = None
-        if profile is not None and budget.left > 0:
-            r = pagecache.prefetch_profile(profile, budget, self.pcfg.per_app_cap_bytes, self.dry_run)
+    def _read_plan(self, report: CycleReport) -> None:
+        self._stopped_for_launch = False
+        budget = Budget.from_meminfo(self.pcfg.budget_share)
+        report.budget = budget.total
+        mem = meminfo()
+        free = max(0, mem.get("MemFree", 0) - int(mem.get("MemTotal", 0) * FREE_RESERVE_SHARE))
+        results = pagecache.prefetch_spans(self.plan, budget, self.pcfg.min_probability, self.pcfg.evict_cost,
+                                           free, self.dry_run, self._interrupted)
+        self.plan_reads += 1
+        for app, r in results.items():
             report.prefetched += r.prefetched
+            c = self.candidates.get(app)
             if r.prefetched:
-                cut = ", truncated by budget/cap" if r.truncated else ""
+                cut = ", truncated by budget" if r.truncated else ""
+                p = f"p={c.probability:.2f}, " if c else ""
                 self._say(report, f"read ahead {r.prefetched} bytes in {len(r.files)} files for {app} "
-                                  f"(p={p.probability:.2f}, {r.resident_before} of {r.profile_bytes} "
-                                  f"profile bytes already resident{cut})")
+                                  f"({p}{r.resident_before} of {r.profile_bytes} planned bytes already "
+                                  f"resident{cut})")
+                if not self.dry_run and c is not None:
+                    self.feedback.pagecache_done(c.uid, r, c.horizon_s)
             for path, why in r.skipped.items():
                 log.debug("skipped %s for %s: %s", path, app, why)
-            if not self.dry_run:
-                self.feedback.pagecache_done(w.uid, r, p.horizon_s)
+        if self._stopped_for_launch:
+            report.interrupted = True
+            log.info("a launch began: prefetch interrupted after %d bytes", report.prefetched)
+
+    def reread(self) -> CycleReport | None:
+        """After an eviction: read again what the kernel took of the current plan (once per round)."""
+        if not self.plan or self.plan_reads >= READS_PER_ROUND:
+            return None
+        pressure = self.gauge.read()
+        if pressure.high:
+            return CycleReport(False, reason=f"pressure {pressure}")
+        report = CycleReport(True)
+        self._read_plan(report)
+        return report
+
+    def _interrupted(self) -> bool:
+        """Whether a launch began since the plan started (asked of the service at most every
+        INTERRUPT_CHECK_S): the launch the user waits for must not compete with a prefetch."""
+        if self.stop.is_set():
+            return True
+        now = time.monotonic()
+        if now - self._last_check < INTERRUPT_CHECK_S:
+            return self._stopped_for_launch
+        self._last_check = now
+        try:
+            ch = self.source.changes(self.version, 0.0) if self.launches is not None else None
+        except httpx.HTTPError:
+            ch = None
+        self._stopped_for_launch = ch is not None and ch.launches != self.launches
+        return self._stopped_for_launch
+
+    def _prepare_running(self, w: Wanted, report: CycleReport) -> None:
+        """Swap-in and cgroup protection for the running processes of a predicted program."""
+        app, p = w.prediction.app, w.prediction
+        budget = Budget.from_meminfo(self.pcfg.budget_share)
         s = swapin.swap_in(app, budget, dry_run=self.dry_run, collapse=self.pcfg.collapse_huge)
         if s.pids:
             report.swapin_bytes += s.swap_bytes
@@ -246,31 +352,74 @@ class Prefetcher:
                 if not self.dry_run:
                     log.info("protecting cgroup %s of %s (pid %d)", cg.path, app, pid)
 
+    def _restore_unpredicted(self, now: float) -> None:
+        for app, until in list(self.hold_until.items()):
+            if until < now:  # no longer predicted: give its cgroup back to normal reclaim
+                del self.hold_until[app]
+                if not self.dry_run:
+                    self.tuner.restore_app(app)
+                self.cool_idle([app])
+
     def cool_idle(self, apps: Iterable[str]) -> None:
         """MADV_COLD for programs predicted idle (off unless prefetcher.madv_cold)."""
         if self.pcfg.madv_cold:
             for app in apps:
                 swapin.cool(app, dry_run=self.dry_run)
 
+    def _after_launch(self) -> None:
+        """A launch began: wait until its reads are over (or its launch window is), then plan."""
+        waited = self.reads.wait_quiet(QUIET_READ_BPS, self.cfg.collector.launch_window_s, self.stop)
+        log.debug("launch: reads quiet after %.2f s", waited)
+
+    def step(self, wait_s: float) -> None:
+        """Wait for a change (at most wait_s), then act on it: a new round after a launch or a ranking
+        change, a re-read after an eviction, nothing otherwise."""
+        ch = self.source.changes(self.version, wait_s)
+        if ch is None:  # no change notices (a static source): a round every wait
+            self.cycle()
+        else:
+            launched = self.launches is not None and ch.launches != self.launches
+            first = self.launches is None
+            self.launches = ch.launches
+            if launched:
+                self._after_launch()
+                ch = self.source.changes(ch.version, 0.0) or ch  # rankings refreshed meanwhile
+                self.launches = ch.launches
+            if first or launched or ch.version != self.version:
+                self.version = ch.version
+                self.evictions.happened()
+                self.cycle()
+            elif self.evictions.happened():
+                self.reread()
+        self.feedback.poll()
+        self.source.send_feedback(self.feedback)
+
     def run(self, once: bool = False) -> int:
         try:
             syscalls.set_idle_io_priority()
         except OSError as exc:
             log.warning("cannot set idle I/O priority: %s", exc)
-        self.recover()
-        log.info("started (pid %d): poll every %.1fs, min probability %.2f, budget %.0f%% of MemAvailable, "
-                 "pressure limit %.2f, dry_run=%s", os.getpid(), self.pcfg.poll_interval_s,
-                 self.pcfg.min_probability, self.pcfg.budget_share * 100, self.pcfg.psi_some_avg10_max,
-                 self.dry_run)
         try:
+            os.setpriority(os.PRIO_PROCESS, 0, 19)  # its CPU work never crowds out the user's programs
+        except OSError as exc:
+            log.warning("cannot lower CPU priority: %s", exc)
+        self.recover()
+        log.info("started (pid %d): waits for ranking changes, checks evictions every %.1fs, reads a range "
+                 "when its chance of use is above %.2f (%.2f once it would evict), budget %.0f%% of "
+                 "MemAvailable, pressure limit %.2f, dry_run=%s", os.getpid(), self.pcfg.poll_interval_s,
+                 self.pcfg.min_probability, self.pcfg.min_probability + self.pcfg.evict_cost,
+                 self.pcfg.budget_share * 100, self.pcfg.psi_some_avg10_max, self.dry_run)
+        try:
+            if once:
+                self.cycle()
+                return 0
             while not self.stop.is_set():
                 try:
-                    self.cycle()
+                    self.step(self.pcfg.poll_interval_s)
                 except httpx.HTTPError as exc:
                     log.warning("inference service unreachable: %s", exc)
-                if once:
-                    break
-                self.stop.wait(self.pcfg.poll_interval_s)
+                    self.launches = None
+                    self.stop.wait(self.pcfg.poll_interval_s)
         finally:
             n = self.tuner.restore()
             log.info("stopped: %d cgroup value(s) restored", n)

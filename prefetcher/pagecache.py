@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from memo.contract import AppProfile, ProfileRange
 from prefetcher import syscalls
 from prefetcher.budget import Budget
+from prefetcher.plan import Span, worth_reading
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,63 @@ def prefetch_profile(profile: AppProfile, budget: Budget, app_cap: int, dry_run:
         if action.runs:
             result.files.append(action)
     return result
+
+
+def prefetch_spans(spans: Iterable[Span], budget: Budget, min_weight: float, evict_cost: float,
+                   free_bytes: int, dry_run: bool = False,
+                   interrupted: Callable[[], bool] = lambda: False) -> dict[str, PrefetchResult]:
+    """Read ahead the missing pages of the spans worth it (plan.worth_reading), heaviest first, within
+    the budget; stop as soon as interrupted() says so (a launch started). Results per owning program."""
+    results: dict[str, PrefetchResult] = {}
+    actions: dict[tuple[str, str], FileAction] = {}
+    fds: dict[str, tuple[int, int] | None] = {}
+    read = 0
+    try:
+        for span in spans:
+            if budget.left <= 0 or interrupted():
+                break
+            r = results.setdefault(span.owner, PrefetchResult(app=span.owner))
+            if span.path not in fds:
+                fds[span.path] = open_regular(span.path)
+            opened = fds[span.path]
+            if opened is None:
+                r.skipped[span.path] = "not a regular file outside /proc, /sys, /dev"
+                continue
+            fd, size = opened
+            end = min(span.end, _page_ceil(size))
+            if end <= span.start:
+                continue
+            try:
+                resident, runs = missing_runs(fd, span.start, end)
+                r.profile_bytes += end - span.start
+                r.resident_before += resident
+                missing = sum(n for _, n in runs)
+                if not runs or not worth_reading(span, min_weight, evict_cost, read + missing <= free_bytes):
+                    continue
+                action = actions.get((span.owner, span.path))
+                if action is None:
+                    action = actions[(span.owner, span.path)] = FileAction(span.path)
+                    r.files.append(action)
+                for off, length in runs:
+                    granted = _page_floor(budget.take(length))
+                    if granted < length:
+                        r.truncated = True
+                    if granted <= 0:
+                        continue
+                    if not dry_run:
+                        syscalls.readahead(fd, off, granted)
+                    action.runs.append((off, granted))
+                    r.prefetched += granted
+                    read += granted
+            except OSError as exc:
+                r.skipped[span.path] = f"{exc.strerror or exc}"
+    finally:
+        for opened in fds.values():
+            if opened is not None:
+                os.close(opened[0])
+    for r in results.values():
+        r.files = [a for a in r.files if a.runs]
+    return results
 
 
 def resident_bytes(actions: Iterable[FileAction]) -> int:

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from inference.api.deps import ServiceDep
 from inference.api.schemas import Explanation, ModelScore, UserInfo
-from memo.contract import PREDICTIONS_PATH, Predictions
+from memo.contract import PREDICTIONS_CHANGES_PATH, PREDICTIONS_PATH, PredictionChanges, Predictions
 
 router = APIRouter(tags=["predictions"])
 
@@ -22,6 +22,19 @@ async def get_predictions(service: ServiceDep, uid: Uid,
     """Served from the user's cached ranking (refreshed after each of their launches), in the event loop:
     a cache hit is a dict lookup, cheaper than a hop to the thread pool."""
     return service.models.predictions(uid, k or service.config.inference.default_k)
+
+
+@router.get(PREDICTIONS_CHANGES_PATH, response_model=PredictionChanges,
+            summary="Wait until rankings change (long-poll)")
+async def get_changes(service: ServiceDep,
+                      since: Annotated[int, Query(ge=0, description="the version last seen")] = 0,
+                      wait_s: Annotated[float, Query(ge=0, le=300, description="longest wait")] = 30.0
+                      ) -> PredictionChanges:
+    """Answers at once if a ranking changed after version ``since``, else when one does (or after
+    ``wait_s``): the prefetcher learns of a launch within milliseconds and sleeps otherwise."""
+    changes = service.models.changes
+    await changes.wait(since, wait_s)
+    return PredictionChanges(version=changes.version, launches=changes.launches, uids=changes.since(since))
 
 
 @router.get("/v1/explain", response_model=Explanation, summary="Each model's score and weight for an app")

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from memo.contract import FeedbackSummary
+
+__all__ = ["ApiError", "Explanation", "FeedbackAck", "FeedbackSummary", "ModelScore", "UserInfo"]
+
 
 class ApiError(BaseModel):
     detail: str = Field(description="what is wrong, for a person")
@@ -33,14 +37,3 @@ class UserInfo(BaseModel):
 
 class FeedbackAck(BaseModel):
     accepted: int
-
-
-class FeedbackSummary(BaseModel):
-    app: str
-    actions: int
-    bytes_prefetched: int
-    bytes_used: int
-    bytes_wasted: int
-    launched: int
-    hit_rate: float = Field(description="bytes used / bytes prefetched")
-    waste_rate: float = Field(description="bytes wasted / bytes prefetched")

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
+from inference import priority
 from inference.llm.backends import (
     Backend,
     BackendUnavailable,
@@ -62,7 +63,9 @@ class Scorer:
             t0 = time.perf_counter()
             self.backend.top_logprobs("warm-up\n")  # vLLM's first generate is ~20 s slower than the rest
             self.state = "ready"
-            log.info("llm: %s backend ready (warm-up %.1f s)", self.backend.name, time.perf_counter() - t0)
+            lowered = priority.lower_children()  # the engine core computes at the lowest CPU priority
+            log.info("llm: %s backend ready (warm-up %.1f s; %d engine process(es) at nice %d)",
+                     self.backend.name, time.perf_counter() - t0, lowered, priority.NICE)
         except BackendUnavailable as exc:
             self.state = "off"
             self._degraded(f"backend {self.cfg.backend!r} unavailable: {exc}")

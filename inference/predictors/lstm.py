@@ -33,6 +33,9 @@ from torch import nn
 from inference.predictors.base import Context, Launch, Predictor, Scored, top_scored
 from inference.predictors.population import Population
 
+# The nets are tiny: torch's intra-op threads would only take the second core from the user's launch.
+torch.set_num_threads(1)
+
 WINDOW = 12  # launches the model reads (training windows have the same length)
 HISTORY = 2048  # recent launches a training round learns from
 KEEP = 2048  # launches kept in memory (and in the checkpoint)

@@ -37,7 +37,7 @@ def test_up_starts_all_three_once(memo: Memo) -> None:
     progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
                                       check=True).stdout)
     names = {p.get("name") for p in progs}
-    assert {"memo_exec", "memo_exit", "memo_fork", "memo_pagecache"} <= names
+    assert {"memo_exec", "memo_exit", "memo_fork", "memo_use_read", "memo_use_map", "memo_use_fault"} <= names
     memo.record_prog_ids()
     assert len(memo.prog_ids) >= 4
     assert memo.tcp_get("/healthz")["status"] == "ok"

@@ -1,8 +1,10 @@
 """Real process trees for the segmentation tests: a scenario run by an interactive shell, traced by
 ``memo-collector --stdout`` (root, eBPF), kept to the scenario's own processes.
 
-``.venv/bin/python -m tests.inference.proc_trees`` (as root) re-records
-tests/inference/data/shell_session.jsonl.
+``.venv/bin/python -m tests.inference.proc_trees`` (as root) re-records the fixtures in
+tests/inference/data: shell_session.jsonl (scripts and their helpers) and exec_chains.jsonl (programs
+started through wrappers that exec them: setpriv, runuser, env, nice, ionice, taskset, ``sh -c 'exec'``,
+two-level chains, a wrapper MEMO does not list, and a launcher script that ends in ``exec``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from memo.contract import EVENT_ADAPTER
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = Path(__file__).parent / "data" / "shell_session.jsonl"
+CHAINS_FIXTURE = Path(__file__).parent / "data" / "exec_chains.jsonl"
 
 JOB_SH = """#!/bin/bash
 # A script a user runs: helpers, a pipeline, a subshell, a command substitution and sh -c.
@@ -47,6 +50,28 @@ python3 ./tool.py
 env LC_ALL=C sort /etc/hostname >/dev/null
 exit
 """
+LAUNCH_SH = """#!/bin/sh
+# a desktop launcher script: sets things up, then becomes the program
+export LC_ALL=C
+exec /usr/bin/md5sum /etc/hostname
+"""
+NOBODY = 65534
+CHAINS = """cd {dir}
+setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/cat /etc/hostname >/dev/null
+runuser -u nobody -- nice -n 0 /usr/bin/cut -c1 /etc/hostname >/dev/null
+env nice -n 0 /usr/bin/sort /etc/hostname >/dev/null
+ionice -c 2 -n 4 /usr/bin/head -n1 /etc/passwd >/dev/null
+taskset -c 0 /usr/bin/wc -l /etc/passwd >/dev/null
+sh -c 'exec /usr/bin/tail -n1 /etc/passwd' >/dev/null
+setarch x86_64 /usr/bin/tac /etc/hostname >/dev/null
+./launch.sh >/dev/null
+exit
+"""
+# (app, uid) of each launch: setarch is on no wrapper list (the chain rule finds tac), and launch.sh
+# ends in md5sum
+CHAINS_EXPECTED = [("/usr/bin/cat", NOBODY), ("/usr/bin/cut", NOBODY), ("/usr/bin/sort", 0),
+                   ("/usr/bin/head", 0), ("/usr/bin/wc", 0), ("/usr/bin/tail", 0), ("/usr/bin/tac", 0),
+                   ("/usr/bin/md5sum", 0)]
 # The system's python3, not a version manager's shim (a shim would name the launch: see segment.py).
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 EXPECTED = ["job.sh", "job.sh", "tool.py", "tool.py", "/usr/bin/ls", "/usr/bin/sort"]
@@ -64,10 +89,13 @@ def descendants(events: list[dict], root: int) -> list[dict]:
     return out
 
 
-def record(timeout: float = 60.0) -> list[dict]:
+def record(session: str = SESSION, scripts: dict[str, str] | None = None,
+           timeout: float = 60.0) -> list[dict]:
     """Run the session under the collector; the session's events as contract dicts."""
+    scripts = {"job.sh": JOB_SH, "tool.py": TOOL_PY} if scripts is None else scripts
     with tempfile.TemporaryDirectory(prefix="memo-tree-") as d:
-        for name, text in (("job.sh", JOB_SH), ("tool.py", TOOL_PY)):
+        os.chmod(d, 0o755)
+        for name, text in scripts.items():
             (Path(d) / name).write_text(text)
             os.chmod(Path(d) / name, 0o755)
         for name in ("job.dat", "tool.dat"):  # uncached data, so the launches have page-cache records
@@ -89,7 +117,7 @@ def record(timeout: float = 60.0) -> list[dict]:
                                      stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, text=True, cwd=d,
                                      env={**os.environ, "PS1": "$ ", "PATH": SYSTEM_PATH})
-            shell.communicate(SESSION.format(dir=d), timeout=timeout)
+            shell.communicate(session.format(dir=d), timeout=timeout)
             time.sleep(1.0)  # let the last exits drain through the ring buffer
         finally:
             coll.terminate()
@@ -102,12 +130,16 @@ def record(timeout: float = 60.0) -> list[dict]:
     return mine
 
 
-def load_fixture() -> list:
-    return [EVENT_ADAPTER.validate_json(line) for line in FIXTURE.read_text().splitlines() if line]
+def record_chains(timeout: float = 60.0) -> list[dict]:
+    return record(CHAINS, {"launch.sh": LAUNCH_SH}, timeout)
+
+
+def load_fixture(path: Path = FIXTURE) -> list:
+    return [EVENT_ADAPTER.validate_json(line) for line in path.read_text().splitlines() if line]
 
 
 if __name__ == "__main__":
-    evs = record()
-    FIXTURE.parent.mkdir(parents=True, exist_ok=True)
-    FIXTURE.write_text("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in evs))
-    print(f"wrote {len(evs)} events to {FIXTURE}")
+    for path, evs in ((FIXTURE, record()), (CHAINS_FIXTURE, record_chains())):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in evs))
+        print(f"wrote {len(evs)} events to {path}")

@@ -153,3 +153,39 @@ def test_restart_gives_the_same_predictions(service: Service) -> None:
     service.unix.post("/v1/events", content=batch("r", 2, more)).raise_for_status()
     dup = service.unix.post("/v1/events", content=batch("r", 1, session(apps, uid=7))).json()
     assert dup["duplicate"] and dup["seq"] == 2
+
+
+def test_changes_long_poll_answers_when_a_launch_arrives(service: Service) -> None:
+    """GET /v1/predictions/changes waits while nothing changes and answers as soon as a launch is
+    ingested: the launch count moves first, then the user's ranking."""
+    import threading
+    import time
+
+    from memo.contract import PredictionChanges
+
+    now = PredictionChanges.model_validate(service.unix.get("/v1/predictions/changes",
+                                                            params={"since": 0, "wait_s": 0}).json())
+    t0 = time.monotonic()
+    idle = PredictionChanges.model_validate(service.tcp.get(
+        "/v1/predictions/changes", params={"since": now.version, "wait_s": 0.5}).json())
+    assert time.monotonic() - t0 >= 0.45 and idle.version == now.version and idle.uids == []
+
+    answer: list[PredictionChanges] = []
+
+    def wait() -> None:
+        r = service.tcp.get("/v1/predictions/changes", params={"since": now.version, "wait_s": 20})
+        answer.append(PredictionChanges.model_validate(r.json()))
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.3)
+    assert not answer, "answered before anything changed"
+    t0 = time.monotonic()
+    service.unix.post("/v1/events", content=batch("lp", 1, session(["/usr/bin/vim"], uid=77))).raise_for_status()
+    waiter.join(timeout=10)
+    assert answer and time.monotonic() - t0 < 2.0, "the long-poll did not answer on a launch"
+    assert answer[0].version > now.version and answer[0].launches == now.launches + 1
+    service.wait_launches(77, 1)
+    later = PredictionChanges.model_validate(service.unix.get(
+        "/v1/predictions/changes", params={"since": now.version, "wait_s": 5}).json())
+    assert 77 in later.uids

@@ -14,12 +14,17 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
+from memo.contract import PREDICTIONS_CHANGES_PATH
 from tests.inference.conftest import Service
 
-EXAMPLES = 100  # per operation and mode: 12 operations x 2 modes x up to 100 requests
+EXAMPLES = 100  # per operation and mode: 13 operations x 2 modes x up to 100 requests
 
 
 def send(service: Service, case: schemathesis.Case) -> httpx.Response:
+    if case.path == PREDICTIONS_CHANGES_PATH:  # a valid long-poll would wait (30 s by default, up to 300)
+        wait = (case.query or {}).get("wait_s", 0.0)
+        if isinstance(wait, int | float) and not isinstance(wait, bool):
+            case.query = {**(case.query or {}), "wait_s": min(wait, 0.01)}
     kw = case.as_transport_kwargs(base_url="http://memo")
     content = kw.get("content", kw.get("data"))
     request = httpx.Request(kw["method"], kw["url"], headers=kw.get("headers"), params=kw.get("params"),

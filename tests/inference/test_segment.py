@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from inference.ingest import Ingestor
 from inference.segment import Kind, Rules, Segmenter, identify, segment
+from inference.store import Store
 from memo.contract import EVENT_ADAPTER, ExecEvent
-from tests.inference.events import exec_ev, exit_ev, fork_ev
-from tests.inference.proc_trees import EXPECTED, descendants, load_fixture, record
+from tests.inference.events import batch, exec_ev, exit_ev, fork_ev, page_ev
+from tests.inference.proc_trees import (
+    CHAINS_EXPECTED,
+    CHAINS_FIXTURE,
+    EXPECTED,
+    descendants,
+    load_fixture,
+    record,
+    record_chains,
+)
 
 
 def ev(**kw: object) -> ExecEvent:
@@ -31,6 +43,57 @@ def test_live_recording_segments_the_same() -> None:
     """The same session traced now by the collector (root, eBPF) segments into the same launches."""
     events = [EVENT_ADAPTER.validate_python(e) for e in record()]
     assert [launch.app for launch in segment(events)] == EXPECTED
+
+
+def test_recorded_exec_chains_are_the_program_they_end_in() -> None:
+    """Programs started through setpriv, runuser + nice, env + nice, ionice, taskset, sh -c 'exec',
+    setarch (on no wrapper list) and a launcher script ending in exec: each launch is the program the
+    chain ends in, owned by the uid after the last exec."""
+    got = [(launch.app, launch.uid) for launch in segment(load_fixture(CHAINS_FIXTURE))]
+    assert got == CHAINS_EXPECTED
+
+
+@pytest.mark.root
+@pytest.mark.bpf
+def test_live_exec_chains_segment_the_same() -> None:
+    events = [EVENT_ADAPTER.validate_python(e) for e in record_chains()]
+    assert [(launch.app, launch.uid) for launch in segment(events)] == CHAINS_EXPECTED
+
+
+def test_extra_wrappers_from_the_config() -> None:
+    evs = [exec_ev(50, 1, "/usr/bin/bash", ["-bash"]), fork_ev(51, 50),
+           exec_ev(51, 50, "/opt/bin/mywrap", ["mywrap", "vim"]), fork_ev(52, 51),
+           exec_ev(52, 51, "/usr/bin/vim")]
+    assert _apps(evs) == ["/opt/bin/mywrap"]
+    assert _apps(evs, Rules(wrappers=["mywrap"])) == ["/usr/bin/vim"]
+
+
+def test_exec_chain_split_across_batches_updates_the_stored_launch(tmp_path: Path) -> None:
+    """The wrapper's exec in one batch, the program's in the next: the stored launch becomes the
+    program (uid after the last exec), and the ingest result says so for the models."""
+    store = Store(tmp_path / "db.sqlite3")
+    ing = Ingestor(store, Rules(), window_s=10.0)
+    wrapper = exec_ev(61, 60, "/usr/bin/setarch", ["setarch", "x86_64", "vim"], uid=0)
+    first = ing.ingest(batch("s", 1, [exec_ev(60, 1, "/usr/bin/bash", ["-bash"], uid=0), fork_ev(61, 60, 0),
+                                      wrapper]))
+    assert [launch.app for launch in first.launches] == ["/usr/bin/setarch"]
+    second = ing.ingest(batch("s", 2, [exec_ev(61, 60, "/usr/bin/vim", uid=1000)]))
+    assert second.launches == []
+    assert [(r.id, r.app, r.uid) for r in second.relabeled] == [(first.launches[0].id, "/usr/bin/vim", 1000)]
+    assert store.query("SELECT app, uid FROM launches") == [("/usr/bin/vim", 1000)]
+
+
+def test_pages_sent_after_a_helper_exited_belong_to_its_launch(tmp_path: Path) -> None:
+    """The collector sends a launch's page records once its window is over; a compiler's helpers
+    (cc1, as) are gone by then, and their pages still count for the launch."""
+    store = Store(tmp_path / "db.sqlite3")
+    ing = Ingestor(store, Rules(), window_s=10.0)
+    evs = [exec_ev(70, 1, "/usr/bin/bash", ["-bash"]), fork_ev(71, 70), exec_ev(71, 70, "/usr/bin/gcc"),
+           fork_ev(72, 71), exec_ev(72, 71, "/usr/lib/gcc/cc1")]
+    page = page_ev(72, "/usr/lib/gcc/cc1", 0, 8)  # used while cc1 ran, sent after it exited
+    ing.ingest(batch("s", 1, evs + [exit_ev(72), exit_ev(71)]))
+    ing.ingest(batch("s", 2, [page]))
+    assert store.profile_pages("/usr/bin/gcc", 5) == [("/usr/lib/gcc/cc1", 8, 7, 0, 8)]
 
 
 def test_descendants_keeps_only_the_tree() -> None:
@@ -111,13 +174,16 @@ def test_rollback_restores_the_process_table() -> None:
     seg.fork(5, 1)
     seg.exec(EVENT_ADAPTER.validate_python(exec_ev(5, 1, "/usr/bin/top")), 1, 0.0)
     seg.commit()
-    before = (dict(seg.procs), dict(seg.recent))
+    before = (dict(seg.procs), dict(seg.recent), dict(seg.exited))
     seg.fork(6, 5)
-    seg.exit(5)
+    seg.exit(5, 10)
     seg.exec(EVENT_ADAPTER.validate_python(exec_ev(7, 1, "/usr/bin/vi")), 2, 0.0)
     seg.rollback()
-    assert (seg.procs, seg.recent) == before
+    assert (seg.procs, seg.recent, seg.exited) == before
+    seg.exit(5, 10)
+    seg.commit()
     state = seg.state()
     other = Segmenter("s")
     other.load(state)
-    assert (other.procs, other.recent) == before
+    assert (other.procs, other.recent, other.exited) == (seg.procs, seg.recent, seg.exited)
+    assert other.exited == {5: (1, 10)}

@@ -1,0 +1,107 @@
+"""What the rest of the machine is doing, read cheaply from /proc between prefetches.
+
+- Disk reads by others: /proc/diskstats (sectors read by the physical disks) minus this process's own
+  /proc/self/io read_bytes. While a program the user just started is reading, a prefetch would compete
+  with the launch the user waits for; the prefetcher holds until these go quiet.
+- Evictions: /proc/vmstat's page-cache drops and reclaim steals. Only after one is it worth checking
+  whether what was prefetched is still resident; otherwise the prefetcher does not look again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+PROC = Path("/proc")
+SYS_BLOCK = Path("/sys/block")
+SECTOR = 512
+EVICTION_COUNTERS = ("drop_pagecache", "pgsteal_kswapd", "pgsteal_direct", "pgsteal_khugepaged")
+
+
+def physical_disks(sys_block: Path = SYS_BLOCK) -> set[str]:
+    """Block devices backed by hardware (a `device` link): not loop, ram, zram, dm or md devices,
+    whose reads are counted again on the disks beneath them."""
+    try:
+        return {d.name for d in sys_block.iterdir() if (d / "device").exists()}
+    except OSError:
+        return set()
+
+
+def disk_read_bytes(disks: set[str], proc: Path = PROC) -> int:
+    """Bytes read by the given disks since boot."""
+    total = 0
+    for line in (proc / "diskstats").read_text().splitlines():
+        parts = line.split()
+        if len(parts) > 5 and parts[2] in disks:
+            total += int(parts[5]) * SECTOR
+    return total
+
+
+def own_read_bytes(proc: Path = PROC) -> int:
+    """Bytes this process caused to be read from storage (its readahead included)."""
+    for line in (proc / "self" / "io").read_text().splitlines():
+        if line.startswith("read_bytes:"):
+            return int(line.split()[1])
+    return 0
+
+
+def vmstat(proc: Path = PROC) -> dict[str, int]:
+    out = {}
+    for line in (proc / "vmstat").read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().isdigit():
+            out[key] = int(value)
+    return out
+
+
+class ForeignReads:
+    """The rate at which processes other than this one read from disk."""
+
+    def __init__(self, proc: Path = PROC) -> None:
+        self.proc = proc
+        self.disks = physical_disks()
+        self._last = self._sample()
+
+    def _sample(self) -> tuple[float, int]:
+        try:
+            return time.monotonic(), disk_read_bytes(self.disks, self.proc) - own_read_bytes(self.proc)
+        except OSError:
+            return time.monotonic(), 0
+
+    def rate(self) -> float:
+        """Bytes/s read by others since the previous call."""
+        (t0, b0), (t1, b1) = self._last, self._sample()
+        self._last = (t1, b1)
+        return max(0, b1 - b0) / max(t1 - t0, 1e-3)
+
+    def wait_quiet(self, quiet_bps: float, max_s: float, stop: threading.Event, sample_s: float = 0.1,
+                   samples: int = 2) -> float:
+        """Wait until others read below quiet_bps for `samples` intervals in a row, at most max_s or
+        until ``stop`` is set; returns the seconds waited."""
+        t0 = time.monotonic()
+        self.rate()
+        calm = 0
+        while calm < samples and time.monotonic() - t0 < max_s and not stop.wait(sample_s):
+            calm = calm + 1 if self.rate() < quiet_bps else 0
+        return time.monotonic() - t0
+
+
+class Evictions:
+    """Whether the kernel dropped or reclaimed page cache since the previous call."""
+
+    def __init__(self, proc: Path = PROC) -> None:
+        self.proc = proc
+        self._last = self._count()
+
+    def _count(self) -> int:
+        try:
+            vm = vmstat(self.proc)
+        except OSError:
+            return 0
+        return sum(vm.get(k, 0) for k in EVICTION_COUNTERS)
+
+    def happened(self) -> bool:
+        now = self._count()
+        moved, self._last = now != self._last, now
+        return moved

@@ -1,0 +1,99 @@
+"""The prefetcher's rounds against the REAL inference service and kernel: a plan is read once per
+launch, again only after the kernel evicted it (at most twice in all, never every cycle), and not while a
+launch that just began is still reading from disk."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from prefetcher import syscalls
+from tests.inference.conftest import Service
+from tests.prefetcher.conftest import PREFETCHER
+from tests.prefetcher.test_daemon import UID, events
+
+pytestmark = pytest.mark.root
+MB = 1 << 20
+# Reads a file with O_DIRECT at ~16 MB/s: disk reads by another process, for about `seconds`.
+SLOW_READER = """
+import mmap, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECT)
+buf = mmap.mmap(-1, 1 << 20)
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end and os.readv(fd, [buf]) > 0:
+    time.sleep(0.06)
+"""
+
+
+def _resident(fd: int) -> int:
+    return syscalls.cachestat(fd).nr_cache * syscalls.PAGE_SIZE
+
+
+def _until(cond: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+def _drop_caches() -> None:
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("1")
+
+
+def test_reads_once_per_launch_again_after_eviction_and_holds_while_a_launch_reads(tmp_path: Path) -> None:
+    svc = Service(tmp_path)
+    svc.start()
+    app_b = tmp_path / "memo-test-editor"
+    shutil.copy2("/usr/bin/sleep", app_b)
+    data = tmp_path / "editor-data"
+    data.write_bytes(os.urandom(8 * MB))
+    other = tmp_path / "other-data"
+    other.write_bytes(os.urandom(64 * MB))
+    prefetcher = None
+    fd = os.open(data, os.O_RDONLY)
+    try:
+        evs = events("/usr/bin/true", str(app_b), data, 8)
+        svc.unix.post("/v1/events", json={"source_id": "rounds", "seq": 0, "events": evs}).raise_for_status()
+        svc.wait_launches(UID, 17)
+        os.fsync(fd)
+        syscalls.drop_file_cache(fd)
+        prefetcher = subprocess.Popen([PREFETCHER, "--uid", str(UID), "--poll-interval", "0.3", "--psi-max",
+                                       "100", "--log-level", "DEBUG"], env=svc.env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True)
+        assert _until(lambda: _resident(fd) == 8 * MB, 20), "first read of the plan"
+
+        _drop_caches()
+        assert _until(lambda: _resident(fd) == 8 * MB, 5), "read again after an eviction"
+        _drop_caches()
+        time.sleep(3)
+        assert _resident(fd) == 0, "read a third time in the same round: an unused profile every cycle"
+
+        # a launch begins while another program reads from disk: nothing is read until it is done
+        reader = subprocess.Popen([sys.executable, "-c", SLOW_READER, str(other), "3"])
+        time.sleep(0.3)
+        last = evs[-1]
+        launch = [{**e, "pid": e["pid"] + 100, "ts_ns": e["ts_ns"] + 10**9} for e in evs[-3:]]
+        assert last["type"] == "exit" and launch[1]["exe"] == "/usr/bin/true"
+        svc.unix.post("/v1/events", json={"source_id": "rounds", "seq": 1, "events": launch}).raise_for_status()
+        while reader.poll() is None:
+            assert _resident(fd) == 0, "prefetched while a launch was reading"
+            time.sleep(0.1)
+        assert _until(lambda: _resident(fd) == 8 * MB, 5), "read once the launch's reads were over"
+    finally:
+        os.close(fd)
+        if prefetcher is not None:
+            prefetcher.send_signal(signal.SIGTERM)
+            out, _ = prefetcher.communicate(timeout=30)
+            print(out)
+        svc.stop()
