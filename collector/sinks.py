@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import TextIO
 
@@ -23,8 +24,13 @@ class StdoutSink:
         self.events = 0
 
     def emit(self, events: list[Event]) -> None:
-        self.out.write("".join(ev.model_dump_json() + "\n" for ev in events))
+        # Straight to the descriptor, every byte: through the text layer, a SIGTERM that arrives while
+        # the write waits on a full pipe lost the rest of the buffer (measured: 349 of 742 lines).
+        data = memoryview("".join(ev.model_dump_json() + "\n" for ev in events).encode())
         self.out.flush()
+        fd = self.out.fileno()
+        while data:
+            data = data[os.write(fd, data):]
         self.events += len(events)
 
     def tick(self) -> None:

@@ -23,6 +23,9 @@ from memo.contract import Event, ExecEvent, ExitEvent, FaultsEvent, ForkEvent, L
 log = logging.getLogger(__name__)
 Emit = Callable[[list[Event]], None]
 POLL_MS = 100
+POLL_IDLE_MS = 250
+"""Poll timeout while nothing is in flight: a record wakes the poll at once anyway, so a quiet machine
+costs four wake-ups a second instead of one per flush interval."""
 NAME_WAIT_NS = 500_000_000
 """How long a page-cache record without a file name waits for the open or exec record that names it
 (they travel in other ring buffers and can land in a later poll round)."""
@@ -51,6 +54,7 @@ class BPFSource:
         self._window_ns = int(cfg.launch_window_s * 1e9)
         self._last_exec_ns = time.monotonic_ns()
         self._exited: set[int] = set()  # pids whose exit record came since the last usage sweep
+        self._last_emit = 0.0  # monotonic time of the last events handed on
         b = self.loaded.bpf
         for ring, convert in records.CONVERTERS.items():
             b[ring].open_ring_buffer(self._callback(ring, convert))
@@ -160,15 +164,19 @@ class BPFSource:
         self._pending, self._held = self._held + self._pending, []
         if out:
             emit(coalesce(out))
+            self._last_emit = time.monotonic()
 
     def run(self, emit: Emit, stop: threading.Event, tick: Callable[[], None] = lambda: None) -> None:
         b = self.loaded.bpf
-        # Wake at least once per flush interval, so that a lone exec is not held back by the poll.
-        poll_ms = max(1, min(POLL_MS, int(self.cfg.flush_interval_s * 1000)))
+        # While events are in flight, wake at least once per flush interval, so that a lone exec is not
+        # held back by the poll; otherwise a record wakes the poll anyway.
+        busy_ms = max(1, min(POLL_MS, int(self.cfg.flush_interval_s * 1000)))
         next_faults = time.monotonic() + self.cfg.faults_interval_s
         next_usage = time.monotonic() + USAGE_SWEEP_S
         while not stop.is_set():
-            b.ring_buffer_poll(poll_ms)
+            busy = self._pending or self._held or \
+                time.monotonic() - self._last_emit < 2 * self.cfg.flush_interval_s
+            b.ring_buffer_poll(busy_ms if busy else POLL_IDLE_MS)
             extra = self._sweep_lost()
             now = time.monotonic()
             if now >= next_faults:

@@ -69,9 +69,11 @@ class IngestResult:
 class Ingestor:
     """Stores batches and derives launches; keeps one segmenter per source."""
 
-    def __init__(self, store: Store, rules: Rules, window_s: float) -> None:
+    def __init__(self, store: Store, rules: Rules, window_s: float, own_pids: frozenset[int] = frozenset()
+                 ) -> None:
         self.store = store
         self.rules = rules
+        self.own_pids = own_pids
         self.window_ns = int(window_s * 1e9)
         self.segmenters: dict[str, Segmenter] = {}
         self._lock = threading.Lock()
@@ -82,7 +84,7 @@ class Ingestor:
     def _segmenter(self, source_id: str) -> Segmenter:
         seg = self.segmenters.get(source_id)
         if seg is None:
-            seg = self.segmenters[source_id] = Segmenter(source_id, self.rules, self.window_ns)
+            seg = self.segmenters[source_id] = Segmenter(source_id, self.rules, self.window_ns, self.own_pids)
         return seg
 
     def save_state(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import posixpath
 import queue
 import threading
 import time
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from inference import priority
 from inference.metrics import Metrics
 from inference.predictors import Context, Launch, Population, UserModel
-from inference.segment import NewLaunch
+from inference.segment import SHELLS, NewLaunch
 from inference.store import Store
 from memo.contract import Prediction, Predictions
 
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 
 CACHE_K = 20  # depth of each user's cached ranking; deeper asks are computed on demand
 TRAIN_QUIET_S = 2.0  # deferred training waits this long after the latest launch (its start-up runs then)
+SETTLE_S = 0.5
+"""A launch of a shell script waits this long before the models learn it: launcher scripts (Debian's
+/usr/bin/chromium, many desktop wrappers) exec the real program after some set-up, and that relabel
+often comes in a later batch."""
 POPULATION_KEY = "population"
 SNAPSHOT_KEY = "snapshot_launch_id"
 _STOP = object()
@@ -122,6 +127,8 @@ class Models:
         self._stopping = threading.Event()
         self._dirty = False
         self._last_launch = 0.0  # monotonic time of the latest launch submitted
+        self._settling: dict[int, tuple[float, NewLaunch]] = {}  # launch id -> (due, launch)
+        self._settle_lock = threading.Lock()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -137,6 +144,7 @@ class Models:
 
     def stop(self) -> None:
         """Learn what is queued, stop the threads, snapshot."""
+        self._flush_settling()
         self._queue.put(_STOP)
         self._stopping.set()
         for t in self._threads:
@@ -180,12 +188,52 @@ class Models:
     # ---------------------------------------------------------------- learning
 
     def submit(self, launches: Sequence[NewLaunch]) -> None:
-        if launches:
-            self._last_launch = time.monotonic()
-            self._queue.put(list(launches))
+        if not launches:
+            return
+        now = self._last_launch = time.monotonic()
+        now_learnt = []
+        with self._settle_lock:
+            for launch in launches:
+                if posixpath.basename(launch.exe) in SHELLS:
+                    self._settling[launch.id] = (now + SETTLE_S, launch)
+                else:
+                    now_learnt.append(launch)
+        if now_learnt:
+            self._queue.put(now_learnt)
+
+    def relabel(self, launches: Sequence[NewLaunch]) -> None:
+        """Launches of earlier batches that turned out to be exec chains: one still settling is learnt
+        as what it is now; one already learnt is learnt again as the program it became (the wrapper's
+        one launch stays in the live models until their next snapshot is rebuilt)."""
+        again = []
+        with self._settle_lock:
+            for launch in launches:
+                if launch.id in self._settling:
+                    self._settling[launch.id] = (self._settling[launch.id][0], launch)
+                else:
+                    again.append(launch)
+        if again:
+            self._queue.put(again)
+
+    def _settled(self) -> tuple[list[NewLaunch], float]:
+        """The settling launches that are due, and the seconds until the next one is."""
+        now = time.monotonic()
+        with self._settle_lock:
+            due = [lid for lid, (t, _) in self._settling.items() if t <= now]
+            out = [self._settling.pop(lid)[1] for lid in due]
+            nxt = min((t for t, _ in self._settling.values()), default=now + 1.0)
+        return out, max(0.01, min(1.0, nxt - now))
+
+    def _flush_settling(self) -> None:
+        with self._settle_lock:
+            out = [launch for _, launch in self._settling.values()]
+            self._settling.clear()
+        if out:
+            self._queue.put(out)
 
     def drain(self, timeout: float = 10.0) -> None:
         """Wait until every submitted launch is learnt (tests, shutdown)."""
+        self._flush_settling()
         done = threading.Event()
         self._queue.put(done)
         done.wait(timeout)
@@ -221,8 +269,11 @@ class Models:
         priority.lower_this_thread()
         last_snap = time.monotonic()
         while True:
+            settled, wait = self._settled()
+            if settled:
+                self._queue.put(settled)
             try:
-                item = self._queue.get(timeout=1.0)
+                item = self._queue.get(timeout=wait)
             except queue.Empty:
                 item = None
             if item is _STOP:

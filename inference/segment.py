@@ -185,6 +185,9 @@ class Relabel:
 
 
 _MISSING = object()
+OWN = -1
+"""The context of MEMO's own processes (the inference service, the supervisor) and all they start, such
+as vLLM's engine: never launches, so MEMO neither predicts nor prefetches itself."""
 
 
 @dataclass
@@ -194,6 +197,7 @@ class Segmenter:
     source_id: str
     rules: Rules = field(default_factory=Rules)
     window_ns: int = 10_000_000_000
+    own: frozenset[int] = frozenset()  # pids of MEMO's own processes on this source's machine
     # pid -> launch id, or None for a launcher context. A pid absent here is unknown: a launcher too.
     procs: dict[int, int | None] = field(default_factory=dict)
     # launch id -> (start ts_ns, app, pid that started it), kept while page-cache records may still be
@@ -203,6 +207,10 @@ class Segmenter:
     # launch's page records when its window is over, often after short-lived helpers are gone.
     exited: dict[int, tuple[int, int]] = field(default_factory=dict)
     _undo: dict[tuple[str, int], Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for pid in self.own:
+            self.procs[pid] = OWN
 
     # ---------------------------------------------------------------- journal
 
@@ -253,6 +261,9 @@ class Segmenter:
         """Classify an exec; returns a launch (with ``launch_id``) if it starts one, or a Relabel if
         it continues the exec chain that started a launch."""
         ctx = self.procs[ev.pid] if ev.pid in self.procs else self.procs.get(ev.ppid)
+        if ctx == OWN:
+            self._set(ev.pid, OWN)
+            return None
         ident = identify(ev, self.rules.all_wrappers)
         kind = ident.kind
         chain = self.recent.get(ctx) if ctx is not None else None
@@ -291,12 +302,13 @@ class Segmenter:
     # ---------------------------------------------------------------- persistence
 
     def state(self) -> dict[str, Any]:
-        return {"procs": [[p, c] for p, c in self.procs.items()],
+        return {"procs": [[p, c] for p, c in self.procs.items() if c != OWN],  # pids die with MEMO
                 "recent": [[k, ts, app, pid] for k, (ts, app, pid) in self.recent.items()],
                 "exited": [[p, lid, ts] for p, (lid, ts) in self.exited.items()]}
 
     def load(self, state: dict[str, Any]) -> None:
-        self.procs = {int(p): c for p, c in state.get("procs", [])}
+        self.procs = {int(p): c for p, c in state.get("procs", []) if c != OWN}
+        self.procs.update({pid: OWN for pid in self.own})
         # entries written before the root pid was kept have 3 fields: no chain is followed for them
         self.recent = {int(r[0]): (int(r[1]), str(r[2]), int(r[3]) if len(r) > 3 else -1)
                        for r in state.get("recent", [])}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from inference.ingest import Ingestor, IngestResult
 from inference.metrics import Metrics
@@ -17,6 +19,19 @@ from memo.config import Config
 log = logging.getLogger(__name__)
 
 DB_NAME = "inference.sqlite3"
+
+
+def own_pids(proc: Path = Path("/proc")) -> frozenset[int]:
+    """This process, and its parent when that is MEMO's supervisor (`memo up`): what they start (vLLM's
+    engine, restarted services) is MEMO at work, not a launch of its user."""
+    pids = {os.getpid()}
+    try:
+        parent = (proc / str(os.getppid()) / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        parent = []
+    if any(arg in (b"memo.supervisor", b"-m memo.supervisor") for arg in parent):
+        pids.add(os.getppid())
+    return frozenset(pids)
 
 
 @dataclass
@@ -36,7 +51,7 @@ class Service:
         metrics = Metrics()
         profiles = Profiles(store)
         rules = Rules(config.inference.ignore, config.inference.allow, config.inference.wrappers)
-        ingestor = Ingestor(store, rules, config.collector.launch_window_s)
+        ingestor = Ingestor(store, rules, config.collector.launch_window_s, own_pids())
         if "llm" in config.inference.models:  # the engine starts in the background; until then it abstains
             from inference.llm import runtime
 
@@ -70,10 +85,9 @@ class Service:
         if result.launches:
             m.launches.inc(len(result.launches))
             self.models.changes.launched(len(result.launches))
-        learn = result.launches + result.relabeled
-        apps = {launch.app for launch in learn} | result.profiled
+        apps = {launch.app for launch in result.launches + result.relabeled} | result.profiled
         if apps:
             self.profiles.invalidate(apps)
-        if learn:
-            self.models.submit(learn)
+        self.models.submit(result.launches)
+        self.models.relabel(result.relabeled)
         return result

@@ -48,7 +48,9 @@ class PathsConfig(BaseModel):
 
 class CollectorConfig(BaseModel):
     source_id: str = Field("", description="identity of this collector's stream; empty = hostname")
-    launch_window_s: float = Field(10.0, gt=0, description="seconds after exec during which the file pages a program uses make its launch profile")
+    launch_window_s: float = Field(
+        10.0, gt=0, description="seconds after exec during which the file pages a program uses make its "
+        "launch profile")
     batch_max_events: int = Field(2000, ge=1, le=10_000, description="most events in one batch sent")
     flush_interval_s: float = Field(0.02, gt=0, description="longest an event waits before it is sent")
     faults_interval_s: float = Field(5.0, gt=0, description="period of per-process fault records")

@@ -47,9 +47,10 @@ QUIET_READ_BPS = 2 * 1024 * 1024
 """Disk reads by other processes below this (bytes/s) mean a launch is done reading."""
 INTERRUPT_CHECK_S = 0.05
 """While a plan is read, how often the service is asked whether a new launch began."""
-USEFUL_PRIOR_BYTES = 256 * 1024 * 1024
+USEFUL_PRIOR_BYTES = 64 * 1024 * 1024
 """Usefulness of an app's prefetches = (used + prior) / (prefetched + prior): a few wasted reads do not
 condemn a program, a long record of them does."""
+UNCHANGED = "predictions unchanged"
 FREE_RESERVE_SHARE = 0.02
 """Free memory kept out of a plan's "fits in free memory" (the kernel's own watermarks live there)."""
 
@@ -74,6 +75,11 @@ class Source:
     def send_feedback(self, tracker: FeedbackTracker) -> None:
         tracker.ready.clear()
 
+    def last_apps(self) -> dict[int, tuple[str, float]]:
+        """Per uid, the app of the latest launch the service saw and when its ranking was refreshed
+        (as of the last predictions())."""
+        return {}
+
     def changes(self, since: int, wait_s: float) -> PredictionChanges | None:
         """The service's change notice (long-poll); None where there is none (poll on a timer)."""
         time.sleep(wait_s)
@@ -94,6 +100,10 @@ class ServiceSource(Source):
         self.k = k
         self._profiles: dict[str, tuple[float, AppProfile | None]] = {}
         self._useful: tuple[float, dict[str, float]] = (0.0, {})
+        self._last_apps: dict[int, tuple[str, float]] = {}
+
+    def last_apps(self) -> dict[int, tuple[str, float]]:
+        return dict(self._last_apps)
 
     def changes(self, since: int, wait_s: float) -> PredictionChanges | None:
         return self.client.changes(since, wait_s)
@@ -135,6 +145,8 @@ class ServiceSource(Source):
                 log.debug("no predictions for uid %d: %s", uid, exc.response.status_code)
                 continue
             out.extend(Wanted(uid, p) for p in preds.predictions)
+            if preds.last_app:
+                self._last_apps[uid] = (preds.last_app, preds.generated_at)
         return out
 
     def profile(self, app: str, expect_bytes: int | None = None) -> AppProfile | None:
@@ -223,6 +235,8 @@ class Prefetcher:
         self.plan_reads = 0
         self._last_check = 0.0
         self._stopped_for_launch = False
+        self._launch_seen_at: float | None = None  # Unix time of the latest launch notice
+        self._signature: list[tuple[int, str, float]] = []  # of the predictions the plan was made from
 
     def recover(self) -> None:
         """Restore what a previous run changed and did not put back (it crashed or was SIGKILLed)."""
@@ -240,14 +254,25 @@ class Prefetcher:
 
     # ---------------------------------------------------------------- one round
 
-    def cycle(self) -> CycleReport:
-        """Plan from the current predictions and read the plan (the first read of a round)."""
+    def cycle(self, force: bool = True) -> CycleReport:
+        """Plan from the current predictions and read the plan (the first read of a round). Unless
+        forced (a launch, the first round), a ranking change that leaves the plan's programs and their
+        probabilities (to 0.1) as they were is no new round."""
         pressure = self.gauge.read()
         if pressure.high:
             log.warning("memory pressure %s is above the threshold: doing nothing this cycle", pressure)
             return CycleReport(False, reason=f"pressure {pressure}")
         wanted = [w for w in self.source.predictions() if w.prediction.probability > 0]
         wanted.sort(key=lambda w: -w.prediction.probability)
+        signature = sorted((w.uid, w.prediction.app, round(w.prediction.probability, 1)) for w in wanted)
+        if not force and signature == self._signature:
+            return CycleReport(False, reason=UNCHANGED)
+        self._signature = signature
+        if self._launch_seen_at is not None:  # whose ranking moved since the notice launched
+            for app, refreshed in self.source.last_apps().values():
+                if refreshed >= self._launch_seen_at - 1.0:
+                    self.feedback.launched(app, self._launch_seen_at)
+            self._launch_seen_at = None
         useful = self.source.usefulness()
         candidates: list[Candidate] = []
         seen: set[str] = set()
@@ -272,6 +297,7 @@ class Prefetcher:
         self.plan = weigh(candidates, self.pcfg.per_app_cap_bytes)
         self.candidates = {c.app: c for c in candidates}
         self.plan_reads = 0
+        self.evictions.happened()  # evictions before this read are behind it
         self._read_plan(report)
         self._restore_unpredicted(now)
         return report
@@ -382,14 +408,15 @@ class Prefetcher:
             first = self.launches is None
             self.launches = ch.launches
             if launched:
+                self._launch_seen_at = time.time()
                 self._after_launch()
                 ch = self.source.changes(ch.version, 0.0) or ch  # rankings refreshed meanwhile
                 self.launches = ch.launches
+            planned = False
             if first or launched or ch.version != self.version:
                 self.version = ch.version
-                self.evictions.happened()
-                self.cycle()
-            elif self.evictions.happened():
+                planned = self.cycle(force=first or launched).reason != UNCHANGED
+            if not planned and self.evictions.happened():
                 self.reread()
         self.feedback.poll()
         self.source.send_feedback(self.feedback)

@@ -59,6 +59,7 @@ class Pending:
     files: list[pagecache.FileAction] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)
     launched_at: float | None = None
+    resolve_at: float | None = None  # when the launch's start-up reads are over
 
 
 class FeedbackTracker:
@@ -79,6 +80,14 @@ class FeedbackTracker:
             now = time.time()
             self.pending.append(Pending(result.app, uid, "swapin", now, now + max(horizon_s, MIN_HORIZON_S),
                                         result.swap_bytes, pids=list(result.pids)))
+
+    def launched(self, app: str, at: float) -> None:
+        """The service saw `app` launch at `at` (Unix time) and its start-up reads are over: its pending
+        prefetches are resolved at the next poll. This names interpreted programs too (a script's
+        processes run the interpreter's exe, which the /proc scan cannot tell apart)."""
+        for p in self.pending:
+            if p.app == app and p.launched_at is None and at >= p.ts - 1:
+                p.launched_at = p.resolve_at = at
 
     def _launched(self, p: Pending) -> float | None:
         starts = [t for pid in swapin.pids_of(p.app) if (t := start_time(pid)) is not None and t >= p.ts - 1]
@@ -101,7 +110,9 @@ class FeedbackTracker:
         if p.action == "pagecache":
             if p.launched_at is None:
                 p.launched_at = self._launched(p)
-            if p.launched_at is not None and now >= p.launched_at + self.settle_s:
+                if p.launched_at is not None:
+                    p.resolve_at = p.launched_at + self.settle_s
+            if p.resolve_at is not None and now >= p.resolve_at:
                 used = min(pagecache.resident_bytes(p.files), p.bytes_prefetched)
                 return FeedbackItem(app=p.app, uid=p.uid, action="pagecache", ts=p.ts, launched=True,
                                     bytes_prefetched=p.bytes_prefetched, bytes_used=used,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,14 +45,27 @@ def exe_of(pid: int) -> str | None:
         return None
 
 
+EXE_MAP_TTL_S = 0.5
+_exe_map: tuple[float, dict[str, list[int]]] = (0.0, {})
+
+
+def _executables() -> dict[str, list[int]]:
+    """Resolved executable -> pids, from one /proc scan shared by every lookup within EXE_MAP_TTL_S
+    (the loop asks for many programs each round: one scan, not one per program and action)."""
+    global _exe_map
+    now = time.monotonic()
+    if now - _exe_map[0] >= EXE_MAP_TTL_S:
+        table: dict[str, list[int]] = {}
+        for entry in PROC.iterdir():
+            if entry.name.isdigit() and (exe := exe_of(int(entry.name))) is not None:
+                table.setdefault(exe, []).append(int(entry.name))
+        _exe_map = (now, table)
+    return _exe_map[1]
+
+
 def pids_of(app: str) -> list[int]:
     """Pids whose executable is app (resolved; a deleted-and-replaced binary does not match)."""
-    want = os.path.realpath(app)
-    out = []
-    for entry in PROC.iterdir():
-        if entry.name.isdigit() and exe_of(int(entry.name)) == want:
-            out.append(int(entry.name))
-    return out
+    return list(_executables().get(os.path.realpath(app), []))
 
 
 def swap_bytes(pid: int) -> int:

@@ -98,3 +98,26 @@ def test_receiver_down_10s_every_event_arrives_once(start_collector, collector_e
         assert (stats.batches, stats.events, stats.seq) == (batches, events, batches - 1)
     finally:
         inference.stop()
+
+
+def test_stdout_keeps_every_record_when_stopped_on_a_full_pipe(collector_env: dict[str, str]) -> None:
+    """`memo-collector --stdout` whose reader lags (a full pipe) and that is stopped with SIGTERM while
+    its write waits: every record it counted reaches the reader, whole."""
+    import json
+
+    exe = Path(sys.executable).parent / "memo-collector"
+    p = subprocess.Popen([str(exe), "--stdout"], env=collector_env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    assert p.stderr is not None
+    for line in p.stderr:
+        if b"ready" in line:
+            break
+    for _ in range(3):  # enough records to fill the pipe (64 KB) that nobody reads yet
+        subprocess.run([sys.executable, "-c", "import numpy"], check=True)
+    time.sleep(1.5)
+    p.terminate()
+    out, err = p.communicate(timeout=60)
+    printed = int(re.search(rb"printed (\d+) events", err).group(1))
+    lines = out.splitlines()
+    assert len(lines) == printed and printed > 300, (len(lines), printed)
+    assert all(json.loads(line)["type"] for line in lines)

@@ -105,8 +105,10 @@ def record(session: str = SESSION, scripts: dict[str, str] | None = None,
                 os.fsync(f.fileno())
                 os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
         exe = Path(sys.executable).parent / "memo-collector"
+        # stdout to a file: a pipe nobody reads during the session would fill and stall the collector
+        records = open(Path(d) / "records.jsonl", "w+")  # noqa: SIM115
         coll = subprocess.Popen([str(exe), "--stdout", "--duration", str(timeout)], cwd=REPO,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=records, stderr=subprocess.PIPE, text=True)
         try:
             deadline = time.monotonic() + 30
             assert coll.stderr is not None
@@ -121,7 +123,10 @@ def record(session: str = SESSION, scripts: dict[str, str] | None = None,
             time.sleep(1.0)  # let the last exits drain through the ring buffer
         finally:
             coll.terminate()
-            out, _ = coll.communicate(timeout=30)
+            coll.communicate(timeout=30)
+            records.seek(0)
+            out = records.read()
+            records.close()
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     events.sort(key=lambda e: e["ts_ns"])
     mine = descendants(events, shell.pid)

@@ -181,7 +181,8 @@ def test_changes_long_poll_answers_when_a_launch_arrives(service: Service) -> No
     time.sleep(0.3)
     assert not answer, "answered before anything changed"
     t0 = time.monotonic()
-    service.unix.post("/v1/events", content=batch("lp", 1, session(["/usr/bin/vim"], uid=77))).raise_for_status()
+    body = batch("lp", 1, session(["/usr/bin/vim"], uid=77))
+    service.unix.post("/v1/events", content=body).raise_for_status()
     waiter.join(timeout=10)
     assert answer and time.monotonic() - t0 < 2.0, "the long-poll did not answer on a launch"
     assert answer[0].version > now.version and answer[0].launches == now.launches + 1

@@ -187,3 +187,43 @@ def test_rollback_restores_the_process_table() -> None:
     other.load(state)
     assert (other.procs, other.recent, other.exited) == (seg.procs, seg.recent, seg.exited)
     assert other.exited == {5: (1, 10)}
+
+
+def test_memo_own_processes_and_what_they_start_are_never_launches() -> None:
+    """vLLM's engine, spawned by the inference service (`python -c ...`), and a service the supervisor
+    restarts are MEMO at work: no launch, while the user's programs still are."""
+    seg = Segmenter("s", own=frozenset({80, 81}))  # the inference service and its supervisor
+    engine = EVENT_ADAPTER.validate_python(exec_ev(82, 80, "/usr/bin/python3.11", ["python3", "-c", "spawn"]))
+    restarted = EVENT_ADAPTER.validate_python(exec_ev(83, 81, "/opt/memo/.venv/bin/memo-collector"))
+    seg.fork(82, 80)
+    seg.fork(83, 81)
+    assert seg.exec(engine, 1, 0.0) is None and seg.exec(restarted, 2, 0.0) is None
+    user = EVENT_ADAPTER.validate_python(exec_ev(91, 90, "/usr/bin/vim"))
+    assert seg.exec(user, 3, 0.0) is not None
+    seg.commit()
+    assert all(ctx != -1 for _, ctx in seg.state()["procs"]), "MEMO's pids are not kept across restarts"
+
+
+def test_a_launcher_script_that_execs_its_program_is_learnt_as_that_program(tmp_path: Path) -> None:
+    """Debian's /usr/bin/chromium is a shell script that execs the browser after some set-up, often in a
+    later batch: the models learn the browser, never the script."""
+    from inference.metrics import Metrics
+    from inference.models import Models
+
+    store = Store(tmp_path / "db.sqlite3")
+    ing = Ingestor(store, Rules(), window_s=10.0)
+    models = Models(store, ["mfu", "mru"], Metrics(), lambda app: 0)
+    models.start()
+    try:
+        script = exec_ev(101, 100, "/usr/bin/chromium", ["/bin/sh", "/usr/bin/chromium"], uid=1000)
+        script["exe"] = "/usr/bin/dash"
+        first = ing.ingest(batch("s", 1, [exec_ev(100, 1, "/usr/bin/bash", ["-bash"]), fork_ev(101, 100),
+                                          script]))
+        models.submit(first.launches)
+        second = ing.ingest(batch("s", 2, [exec_ev(101, 100, "/usr/lib/chromium/chromium")]))
+        models.relabel(second.relabeled)
+        models.drain()
+        assert [p.app for p in models.predictions(1000, 5).predictions][:1] == ["/usr/lib/chromium/chromium"]
+        assert "/usr/bin/chromium" not in [p.app for p in models.predictions(1000, 5).predictions]
+    finally:
+        models.stop()

@@ -85,7 +85,8 @@ def test_reads_once_per_launch_again_after_eviction_and_holds_while_a_launch_rea
         last = evs[-1]
         launch = [{**e, "pid": e["pid"] + 100, "ts_ns": e["ts_ns"] + 10**9} for e in evs[-3:]]
         assert last["type"] == "exit" and launch[1]["exe"] == "/usr/bin/true"
-        svc.unix.post("/v1/events", json={"source_id": "rounds", "seq": 1, "events": launch}).raise_for_status()
+        body = {"source_id": "rounds", "seq": 1, "events": launch}
+        svc.unix.post("/v1/events", json=body).raise_for_status()
         while reader.poll() is None:
             assert _resident(fd) == 0, "prefetched while a launch was reading"
             time.sleep(0.1)
