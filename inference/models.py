@@ -191,6 +191,7 @@ class Models:
         if not launches:
             return
         now = self._last_launch = time.monotonic()
+        priority.launch_started()
         now_learnt = []
         with self._settle_lock:
             for launch in launches:

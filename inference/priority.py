@@ -1,8 +1,10 @@
-"""Learning runs below the user's programs: the lowest CPU priority for MEMO's model work.
+"""Learning runs below the user's programs: the lowest CPU priority for MEMO's model work, and after the
+launch rather than during it.
 
 Linux keeps the nice value per thread, so the observer and trainer threads (and the vLLM engine's
-processes) drop to nice 19 while the threads that serve requests and ingest keep theirs: a launch the
-user waits for is never slowed by MEMO learning from it.
+processes) drop to nice 19 while the threads that serve requests and ingest keep theirs. Heavy work
+that can wait (training rounds, the LLM's call) also waits until a launch's start-up is over
+(wait_for_quiet): a launch the user waits for is never slowed by MEMO learning from it.
 """
 
 from __future__ import annotations
@@ -10,10 +12,34 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 NICE = 19
+
+
+_last_launch = 0.0  # monotonic time of the latest launch the service was told of
+
+
+def launch_started() -> None:
+    """A program is starting: model work that can wait does (see wait_for_quiet)."""
+    global _last_launch
+    _last_launch = time.monotonic()
+
+
+def since_launch() -> float:
+    return time.monotonic() - _last_launch
+
+
+def wait_for_quiet(quiet_s: float, stop: threading.Event | None = None) -> None:
+    """Block until quiet_s have passed since the latest launch: a start-up is CPU, cache and memory
+    bandwidth the user waits for, and nice 19 shares neither cache nor bandwidth."""
+    while (left := quiet_s - since_launch()) > 0:
+        if stop is not None and stop.wait(min(left, 0.25)):
+            return
+        if stop is None:
+            time.sleep(min(left, 0.25))
 
 
 def lower_this_thread() -> None:

@@ -198,7 +198,7 @@ class Segmenter:
     rules: Rules = field(default_factory=Rules)
     window_ns: int = 10_000_000_000
     own: frozenset[int] = frozenset()  # pids of MEMO's own processes on this source's machine
-    # pid -> launch id, or None for a launcher context. A pid absent here is unknown: a launcher too.
+    # pid -> launch id, None for a launcher context, or OWN. A pid absent here is unknown: a launcher too.
     procs: dict[int, int | None] = field(default_factory=dict)
     # launch id -> (start ts_ns, app, pid that started it), kept while page-cache records may still be
     # attributed to it.

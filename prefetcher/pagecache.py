@@ -9,6 +9,7 @@ issued, so neither can be exceeded.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import stat
@@ -57,11 +58,18 @@ def _page_ceil(n: int) -> int:
     return _page_floor(n + PAGE - 1)
 
 
+@functools.lru_cache(maxsize=65536)
+def _resolved(path: str) -> str:
+    """realpath, remembered: it costs an lstat per path component (a profile holds thousands of files,
+    read again every round), and the directories of installed programs do not move."""
+    return os.path.realpath(path)
+
+
 def safe_path(path: str) -> str | None:
     """The resolved path if it may be read ahead (absolute, not under /proc, /sys, /dev), else None."""
     if not path or not os.path.isabs(path):
         return None
-    real = os.path.realpath(path)
+    real = _resolved(path)
     for root in FORBIDDEN_ROOTS:
         if real == root or real.startswith(root + "/"):
             return None

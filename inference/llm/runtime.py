@@ -144,12 +144,22 @@ class Scorer:
                         or self.state != "ready":
                     self._workers -= 1
                     return
+            # a call comes right after a launch: the engine's matrix work would take cache and memory
+            # bandwidth from that start-up, so it waits (a newer launch's prompt replaces it meanwhile)
+            priority.wait_for_quiet(LAUNCH_QUIET_S)
+            with self._cv:
+                if not self._queue:
+                    continue
                 key = next(iter(self._queue))
                 prompt, done = self._queue.pop(key)
             try:
                 done(self.score(prompt))
             except Exception:
                 log.exception("llm: result callback failed")
+
+
+LAUNCH_QUIET_S = 2.0
+"""An LLM call waits until this long after the latest launch (a newer launch's prompt replaces it)."""
 
 
 def make_backend(cfg: LLMConfig, data_dir: Path | None) -> Backend | None:
