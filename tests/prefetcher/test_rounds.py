@@ -47,6 +47,7 @@ def _until(cond: Callable[[], bool], timeout: float) -> bool:
 
 
 def _drop_caches() -> None:
+    time.sleep(0.5)  # readahead still in flight is not dropped: let it land first
     os.sync()
     Path("/proc/sys/vm/drop_caches").write_text("1")
 
