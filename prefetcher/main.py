@@ -17,7 +17,7 @@ examples:
   memo-prefetcher --dry-run --once                 # print what one cycle would do, change nothing
   memo-prefetcher --app /usr/bin/python3.11 --profile prof.json --once
                                                    # prefetch one program's AppProfile JSON now
-  memo-prefetcher --uid 1000 --psi-max 5           # one user; stop acting above PSI some avg10 = 5
+  memo-prefetcher --uid 1000 --psi-max 5           # one user; stop acting above 5 % memory stall (PSI some)
   memo-prefetcher --restore                        # put back cgroup values a killed run left changed
 """
 

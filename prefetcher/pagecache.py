@@ -136,6 +136,25 @@ def missing_runs(fd: int, start: int, end: int) -> tuple[int, list[tuple[int, in
     return end - start - sum(n for _, n in runs), runs
 
 
+def _read_runs(fd: int, runs: list[tuple[int, int]], budget: Budget, cap: int, action: FileAction,
+               result: PrefetchResult, dry_run: bool) -> int:
+    """Read ahead the (offset, length) runs of fd, each as far as the budget and cap allow; what was
+    granted is recorded in action and result and returned."""
+    total = 0
+    for off, length in runs:
+        granted = _page_floor(budget.take(min(length, cap - total)))
+        if granted < length:
+            result.truncated = True
+        if granted <= 0:
+            continue
+        if not dry_run:
+            syscalls.readahead(fd, off, granted)
+        action.runs.append((off, granted))
+        result.prefetched += granted
+        total += granted
+    return total
+
+
 def prefetch_profile(profile: AppProfile, budget: Budget, app_cap: int, dry_run: bool = False
                      ) -> PrefetchResult:
     """Read ahead the missing pages of a profile, in profile order, within the budget and app_cap."""
@@ -156,18 +175,7 @@ def prefetch_profile(profile: AppProfile, budget: Budget, app_cap: int, dry_run:
                 result.profile_bytes += e - s
                 resident, runs = missing_runs(fd, s, e)
                 result.resident_before += resident
-                for off, length in runs:
-                    want = min(length, cap_left)
-                    granted = _page_floor(budget.take(want))
-                    if granted < length:
-                        result.truncated = True
-                    if granted <= 0:
-                        continue
-                    if not dry_run:
-                        syscalls.readahead(fd, off, granted)
-                    cap_left -= granted
-                    action.runs.append((off, granted))
-                    result.prefetched += granted
+                cap_left -= _read_runs(fd, runs, budget, cap_left, action, result, dry_run)
         except OSError as exc:
             result.skipped[path] = f"{exc.strerror or exc}"
         finally:
@@ -212,17 +220,7 @@ def prefetch_spans(spans: Iterable[Span], budget: Budget, min_weight: float, evi
                 if action is None:
                     action = actions[(span.owner, span.path)] = FileAction(span.path)
                     r.files.append(action)
-                for off, length in runs:
-                    granted = _page_floor(budget.take(length))
-                    if granted < length:
-                        r.truncated = True
-                    if granted <= 0:
-                        continue
-                    if not dry_run:
-                        syscalls.readahead(fd, off, granted)
-                    action.runs.append((off, granted))
-                    r.prefetched += granted
-                    read += granted
+                read += _read_runs(fd, runs, budget, budget.left, action, r, dry_run)
             except OSError as exc:
                 r.skipped[span.path] = f"{exc.strerror or exc}"
     finally:
