@@ -1,6 +1,7 @@
 /* Launch profiles: the file pages a launching process *uses* in its first MEMO_LAUNCH_WINDOW_NS,
  * whatever the page cache held (DESIGN "Launch profiles"): reads (filemap:mm_filemap_get_pages),
- * mappings of cached pages at fault-around (mm_filemap_map_pages) and file faults (mm_filemap_fault).
+ * the fault-around window of mapped cached pages (mm_filemap_map_pages, up to 16 pages around a fault)
+ * and file faults (mm_filemap_fault), within the file's size.
  * Page-cache insertions alone would see only misses, so a profile learned on a warm machine would
  * stay empty.
  *
@@ -54,6 +55,16 @@ static __always_inline int memo_use(u64 mapping, u64 first, u64 last)
     bpf_probe_read_kernel(&inode, sizeof(inode), (void *)(mapping + MEMO_OFF_MAPPING_HOST));
     if (!inode)
         return 0;
+    /* a read() asks for its whole buffer: keep what the file holds */
+    s64 size = 0;
+    bpf_probe_read_kernel(&size, sizeof(size), (void *)(inode + MEMO_OFF_INODE_SIZE));
+    if (size <= 0)
+        return 0;
+    u64 last_page = ((u64)size - 1) >> 12;
+    if (first > last_page)
+        return 0;
+    if (last > last_page)
+        last = last_page;
     struct memo_usage_key k = {.pid = pid};
     bpf_probe_read_kernel(&k.ino, sizeof(k.ino), (void *)(inode + MEMO_OFF_INODE_INO));
     k.dev = memo_inode_dev(inode);

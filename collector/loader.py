@@ -46,7 +46,7 @@ SWAP_EMIT_NS = 100_000_000
 FAULTS_FROM_MEMCG = "-DMEMO_FAULTS_FROM_MEMCG"  # cflag: memo_memcg counts faults, memo_fault is not built
 FAULT_BATCH = 32  # faults counted per CPU before they are added to the shared `counts` hash
 USAGE_CHUNKS = 4  # a used range spanning more 64-page chunks than this is sent as one record
-USAGE_ENTRIES = 131072  # (pid, file, chunk) entries awaiting the collector's drain (~6 MB of kernel memory)
+USAGE_ENTRIES = 131072  # (pid, file, chunk) entries awaiting the collector's drain (~11 MB of kernel memory)
 
 
 class LoadError(RuntimeError):
@@ -157,6 +157,7 @@ def cflags(cfg: CollectorConfig, swap_flags: list[str]) -> list[str]:
         f"-DMEMO_OFF_INODE_INO={kb.offset('inode', 'i_ino')}",
         f"-DMEMO_OFF_INODE_SB={kb.offset('inode', 'i_sb')}",
         f"-DMEMO_OFF_INODE_RDEV={kb.offset('inode', 'i_rdev')}",
+        f"-DMEMO_OFF_INODE_SIZE={kb.offset('inode', 'i_size')}",
         f"-DMEMO_OFF_SB_DEV={kb.offset('super_block', 's_dev')}",
         f"-DMEMO_OFF_REAL_PARENT={kb.offset('task_struct', 'real_parent')}",
         f"-DMEMO_OFF_TGID={kb.offset('task_struct', 'tgid')}",

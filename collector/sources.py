@@ -125,8 +125,9 @@ class BPFSource:
         return out
 
     def _usage_pending(self, now_ns: int) -> bool:
-        """Whether `usage` may hold chunks: only launches fill it, and each drains a window later."""
-        return now_ns - self._last_exec_ns <= self._window_ns + int(3 * USAGE_SWEEP_S * 1e9)
+        """Whether `usage` may hold chunks: only launches fill it, a chunk first used late in a window
+        drains a window after that."""
+        return now_ns - self._last_exec_ns <= 2 * self._window_ns + int(3 * USAGE_SWEEP_S * 1e9)
 
     def lost_total(self) -> int:
         return int(self.loaded.bpf["lost"].sum(0).value)

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 CACHE_K = 20  # depth of each user's cached ranking; deeper asks are computed on demand
 TRAIN_QUIET_S = 2.0  # deferred training waits this long after the latest launch (its start-up runs then)
+MAX_DEFER_S = 30.0  # ... but no longer than this, however often programs start
 SETTLE_S = 0.5
 """A launch of a shell script waits this long before the models learn it: launcher scripts (Debian's
 /usr/bin/chromium, many desktop wrappers) exec the real program after some set-up, and that relabel
@@ -64,7 +65,10 @@ class Changes:
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, set()
         for loop, fut in waiters:
-            loop.call_soon_threadsafe(_resolve, fut)
+            try:
+                loop.call_soon_threadsafe(_resolve, fut)
+            except RuntimeError:  # its loop is closed (the server is stopping)
+                pass
 
     def changed(self, uid: int) -> None:
         with self._lock:
@@ -87,7 +91,7 @@ class Changes:
         """Return once the version is past ``since``, or after timeout_s."""
         loop = asyncio.get_running_loop()
         with self._lock:
-            if self.version > since:
+            if self.version != since:  # newer, or a client of an earlier run of the service
                 return
             fut: asyncio.Future[None] = loop.create_future()
             self._waiters.add((loop, fut))
@@ -126,7 +130,6 @@ class Models:
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._dirty = False
-        self._last_launch = 0.0  # monotonic time of the latest launch submitted
         self._settling: dict[int, tuple[float, NewLaunch]] = {}  # launch id -> (due, launch)
         self._settle_lock = threading.Lock()
 
@@ -190,7 +193,7 @@ class Models:
     def submit(self, launches: Sequence[NewLaunch]) -> None:
         if not launches:
             return
-        now = self._last_launch = time.monotonic()
+        now = time.monotonic()
         priority.launch_started()
         now_learnt = []
         with self._settle_lock:
@@ -204,8 +207,8 @@ class Models:
 
     def relabel(self, launches: Sequence[NewLaunch]) -> None:
         """Launches of earlier batches that turned out to be exec chains: one still settling is learnt
-        as what it is now; one already learnt is learnt again as the program it became (the wrapper's
-        one launch stays in the live models until their next snapshot is rebuilt)."""
+        as what it is now; one already learnt is learnt again as the program it became, so that the
+        models' context is right (the wrapper's one launch stays in them: they cannot unlearn)."""
         again = []
         with self._settle_lock:
             for launch in launches:
@@ -297,9 +300,11 @@ class Models:
 
     def _trainer(self) -> None:
         priority.lower_this_thread()
+        last_round = time.monotonic()
         while not self._stopping.wait(0.5):
-            if time.monotonic() - self._last_launch < TRAIN_QUIET_S:
+            if priority.since_launch() < TRAIN_QUIET_S and time.monotonic() - last_round < MAX_DEFER_S:
                 continue  # a program is starting: its start-up gets the CPU, training waits
+            last_round = time.monotonic()
             for uid, model in list(self.users.items()):
                 t0 = time.perf_counter()
                 try:

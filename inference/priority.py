@@ -32,14 +32,13 @@ def since_launch() -> float:
     return time.monotonic() - _last_launch
 
 
-def wait_for_quiet(quiet_s: float, stop: threading.Event | None = None) -> None:
-    """Block until quiet_s have passed since the latest launch: a start-up is CPU, cache and memory
-    bandwidth the user waits for, and nice 19 shares neither cache nor bandwidth."""
-    while (left := quiet_s - since_launch()) > 0:
-        if stop is not None and stop.wait(min(left, 0.25)):
-            return
-        if stop is None:
-            time.sleep(min(left, 0.25))
+def wait_for_quiet(quiet_s: float, max_wait_s: float = 30.0) -> None:
+    """Block until quiet_s have passed since the latest launch (at most max_wait_s, however often
+    programs start): a start-up is CPU, cache and memory bandwidth the user waits for, and nice 19
+    shares neither cache nor bandwidth."""
+    deadline = time.monotonic() + max_wait_s
+    while (left := quiet_s - since_launch()) > 0 and time.monotonic() < deadline:
+        time.sleep(min(left, 0.25))
 
 
 def lower_this_thread() -> None:

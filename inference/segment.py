@@ -268,7 +268,7 @@ class Segmenter:
         kind = ident.kind
         chain = self.recent.get(ctx) if ctx is not None else None
         if (chain is not None and chain[2] == ev.pid and 0 <= ev.ts_ns - chain[0] <= self.window_ns
-                and kind is Kind.PROGRAM and not self.rules.ignored(ident.app)):
+                and kind is Kind.PROGRAM and not self.rules.ignored(ident.app) and ident.app != chain[1]):
             # the pid that started launch ctx exec'd again: the launch is where the chain ends
             self._write("recent", ctx, (chain[0], ident.app, ev.pid))
             return Relabel(ctx, ev.uid, ident.app, ev.exe or ev.filename)

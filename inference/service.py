@@ -29,7 +29,7 @@ def own_pids(proc: Path = Path("/proc")) -> frozenset[int]:
         parent = (proc / str(os.getppid()) / "cmdline").read_bytes().split(b"\0")
     except OSError:
         parent = []
-    if any(arg in (b"memo.supervisor", b"-m memo.supervisor") for arg in parent):
+    if b"memo.supervisor" in parent:  # python -m memo.supervisor
         pids.add(os.getppid())
     return frozenset(pids)
 

@@ -237,6 +237,7 @@ class Prefetcher:
         self._stopped_for_launch = False
         self._launch_seen_at: float | None = None  # Unix time of the latest launch notice
         self._signature: list[tuple[int, str, float]] = []  # of the predictions the plan was made from
+        self._retry = False  # a round was skipped under memory pressure
 
     def recover(self) -> None:
         """Restore what a previous run changed and did not put back (it crashed or was SIGKILLed)."""
@@ -259,6 +260,7 @@ class Prefetcher:
         forced (a launch, the first round), a ranking change that leaves the plan's programs and their
         probabilities (to 0.1) as they were is no new round."""
         pressure = self.gauge.read()
+        self._retry = pressure.high  # the round is owed: the next step plans again
         if pressure.high:
             log.warning("memory pressure %s is above the threshold: doing nothing this cycle", pressure)
             return CycleReport(False, reason=f"pressure {pressure}")
@@ -278,6 +280,7 @@ class Prefetcher:
         seen: set[str] = set()
         now = time.time()
         report = CycleReport(True)
+        budget = Budget.from_meminfo(self.pcfg.budget_share)  # the round's, shared by all its actions
         for w in wanted:
             app, p = w.prediction.app, w.prediction
             if app in seen:
@@ -285,7 +288,7 @@ class Prefetcher:
             seen.add(app)
             if p.probability >= self.pcfg.min_probability:
                 self.hold_until[app] = now + max(p.horizon_s, HOLD_S)
-                self._prepare_running(w, report)
+                self._prepare_running(w, report, budget)
             try:
                 profile = self.source.profile(app, p.profile_bytes)
             except httpx.HTTPError as exc:
@@ -298,13 +301,12 @@ class Prefetcher:
         self.candidates = {c.app: c for c in candidates}
         self.plan_reads = 0
         self.evictions.happened()  # evictions before this read are behind it
-        self._read_plan(report)
+        self._read_plan(report, budget)
         self._restore_unpredicted(now)
         return report
 
-    def _read_plan(self, report: CycleReport) -> None:
+    def _read_plan(self, report: CycleReport, budget: Budget) -> None:
         self._stopped_for_launch = False
-        budget = Budget.from_meminfo(self.pcfg.budget_share)
         report.budget = budget.total
         mem = meminfo()
         free = max(0, mem.get("MemFree", 0) - int(mem.get("MemTotal", 0) * FREE_RESERVE_SHARE))
@@ -336,7 +338,7 @@ class Prefetcher:
         if pressure.high:
             return CycleReport(False, reason=f"pressure {pressure}")
         report = CycleReport(True)
-        self._read_plan(report)
+        self._read_plan(report, Budget.from_meminfo(self.pcfg.budget_share))
         return report
 
     def _interrupted(self) -> bool:
@@ -355,10 +357,9 @@ class Prefetcher:
         self._stopped_for_launch = ch is not None and ch.launches != self.launches
         return self._stopped_for_launch
 
-    def _prepare_running(self, w: Wanted, report: CycleReport) -> None:
+    def _prepare_running(self, w: Wanted, report: CycleReport, budget: Budget) -> None:
         """Swap-in and cgroup protection for the running processes of a predicted program."""
         app, p = w.prediction.app, w.prediction
-        budget = Budget.from_meminfo(self.pcfg.budget_share)
         s = swapin.swap_in(app, budget, dry_run=self.dry_run, collapse=self.pcfg.collapse_huge)
         if s.pids:
             report.swapin_bytes += s.swap_bytes
@@ -413,11 +414,12 @@ class Prefetcher:
                 ch = self.source.changes(ch.version, 0.0) or ch  # rankings refreshed meanwhile
                 self.launches = ch.launches
             planned = False
-            if first or launched or ch.version != self.version:
+            if first or launched or self._retry or ch.version != self.version:
                 self.version = ch.version
-                planned = self.cycle(force=first or launched).reason != UNCHANGED
+                planned = self.cycle(force=first or launched or self._retry).reason != UNCHANGED
             if not planned and self.evictions.happened():
                 self.reread()
+        self._restore_unpredicted(time.time())
         self.feedback.poll()
         self.source.send_feedback(self.feedback)
 

@@ -1,7 +1,8 @@
 """What each action was worth, told back to inference so it can report hit rate and waste per program.
 
-A page-cache action is resolved when the app launches (a process of it starts after the action) and
-has run for settle_s, or when its horizon runs out without a launch. Used = prefetched pages still
+A page-cache action is resolved when the app launches — the service's launch notice, once the
+launch's start-up reads are over, or else a process of it seen starting after the action, settle_s
+later — or when its horizon runs out without a launch. Used = prefetched pages still
 resident once the launch has done its start-up reads; wasted = the rest (evicted before or never
 launched). Whether the launch touched a resident page is not visible per page from user space without
 idle-page tracking (absent on this kernel), so pages resident after the launch count as used — an

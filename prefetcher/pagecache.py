@@ -1,18 +1,20 @@
 """Warm the page cache with a program's launch profile: check residency, read ahead only what is missing.
 
-Safety: a profile is data from another process, so every path is resolved here (realpath), refused
-under /proc, /sys and /dev, opened without following a final symlink, and checked to be a regular
-file on the opened descriptor (no check-then-open race). Budget: the bytes read ahead are pages that
-were not resident before, charged against the cycle's Budget and the per-app cap before they are
-issued, so neither can be exceeded.
+Safety: a profile is data from another process, so every path is resolved here (realpath, remembered
+for a minute), refused under /proc, /sys and /dev, opened without following a final symlink, and checked
+to be a regular file on the opened descriptor (no check-then-open race). Budget: the bytes read ahead are
+pages that were not resident before, charged against the round's Budget (and, for a single profile, the
+per-app cap) before they are issued, so neither can be exceeded. prefetch_spans reads a plan (plan.py);
+prefetch_profile one profile as it is (`memo-prefetcher --profile`, bench/launch.py).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import stat
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -24,6 +26,7 @@ from prefetcher.plan import Span, worth_reading
 log = logging.getLogger(__name__)
 
 PAGE = syscalls.PAGE_SIZE
+OPEN_FILES = 64  # descriptors a plan keeps open at once (a plan may name thousands of files)
 FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev")
 
 
@@ -58,11 +61,22 @@ def _page_ceil(n: int) -> int:
     return _page_floor(n + PAGE - 1)
 
 
-@functools.lru_cache(maxsize=65536)
+RESOLVED_TTL_S = 60.0
+_resolved_at: dict[str, tuple[float, str]] = {}
+
+
 def _resolved(path: str) -> str:
-    """realpath, remembered: it costs an lstat per path component (a profile holds thousands of files,
-    read again every round), and the directories of installed programs do not move."""
-    return os.path.realpath(path)
+    """realpath, remembered for RESOLVED_TTL_S: it costs an lstat per path component, and a plan holds
+    thousands of files read again every round."""
+    now = time.monotonic()
+    hit = _resolved_at.get(path)
+    if hit is not None and now - hit[0] < RESOLVED_TTL_S:
+        return hit[1]
+    if len(_resolved_at) > 65536:
+        _resolved_at.clear()
+    real = os.path.realpath(path)
+    _resolved_at[path] = (now, real)
+    return real
 
 
 def safe_path(path: str) -> str | None:
@@ -192,15 +206,20 @@ def prefetch_spans(spans: Iterable[Span], budget: Budget, min_weight: float, evi
     the budget; stop as soon as interrupted() says so (a launch started). Results per owning program."""
     results: dict[str, PrefetchResult] = {}
     actions: dict[tuple[str, str], FileAction] = {}
-    fds: dict[str, tuple[int, int] | None] = {}
+    fds: OrderedDict[str, tuple[int, int] | None] = OrderedDict()  # the last OPEN_FILES opened
     read = 0
     try:
         for span in spans:
-            if budget.left <= 0 or interrupted():
-                break
+            if budget.left <= 0 or span.weight <= min_weight or interrupted():
+                break  # heaviest first: the rest weigh less still
             r = results.setdefault(span.owner, PrefetchResult(app=span.owner))
             if span.path not in fds:
                 fds[span.path] = open_regular(span.path)
+                if len(fds) > OPEN_FILES:
+                    old = fds.popitem(last=False)[1]
+                    if old is not None:
+                        os.close(old[0])
+            fds.move_to_end(span.path)
             opened = fds[span.path]
             if opened is None:
                 r.skipped[span.path] = "not a regular file outside /proc, /sys, /dev"
