@@ -16,9 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prefetcher import activity
+
 PSI_MEMORY = Path("/proc/pressure/memory")
 MEMINFO = Path("/proc/meminfo")
-VMSTAT = Path("/proc/vmstat")
 
 
 def meminfo(path: Path = MEMINFO) -> dict[str, int]:
@@ -85,7 +86,7 @@ class PressureGauge:
         return Pressure("psi_some_avg10", some["avg10"], self.limit)
 
     def _fault_rate(self) -> Pressure:
-        vm = {k: int(v) for k, v in (line.split() for line in VMSTAT.read_text().splitlines())}
+        vm = activity.vmstat()
         count = vm.get("pgmajfault", 0) + vm.get("pswpin", 0)
         now = time.monotonic()
         rate = 0.0
