@@ -111,7 +111,7 @@ install: setup
 	elif ! cmp -s deploy/memo.toml /etc/memo/memo.toml; then install -m 0644 deploy/memo.toml /etc/memo/memo.toml.new; \
 	  echo "install: kept your /etc/memo/memo.toml; the new defaults are in /etc/memo/memo.toml.new"; fi
 	@for s in memo memo-collector memo-inference memo-prefetcher; do ln -sfn $(CURDIR)/$(VENV)/bin/$$s $(BIN_DIR)/$$s; done
-	install -m 0644 deploy/systemd/*.service deploy/systemd/memo.target $(SYSTEMD_DIR)/
+	install -m 0644 deploy/systemd/*.service deploy/systemd/memo.target deploy/systemd/memo.slice $(SYSTEMD_DIR)/
 	@if [ -d /run/systemd/system ]; then systemctl daemon-reload; \
 	  echo "install: done. Start with: systemctl enable --now memo.target"; \
 	else echo "install: done. systemd is not running on this machine: use make up instead"; fi

@@ -888,6 +888,7 @@ class Sampler(threading.Thread):
     def set_phase(self, phase: str) -> None:
         u = self.sample()
         self.marks[f"{phase}_start_cpu_s"] = u.cpu_s
+        self.marks[f"{phase}_start_wall_s"] = time.time()
         self.name_marks[phase] = self._merged_names()
         self.phase = phase
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bpf import SOURCE_DIR
-from collector import btf, kernelfs
+from collector import btf, kernelfs, trim
 from memo.config import CollectorConfig
 
 log = logging.getLogger(__name__)
@@ -244,6 +244,7 @@ def load(cfg: CollectorConfig, force_swap_source: str | None = None) -> Loaded:
                                            "page_fault_user": "exceptions:page_fault_user"}[faults])
     loaded = Loaded(bpf=b, swap_source=source, fault_source=faults, lock=lock)
     pin(loaded, cfg.bpf_pin_dir)
+    trim.return_compile_memory()  # the compiler's memory is never needed again
     return loaded
 
 

@@ -56,6 +56,10 @@ class Service:
             from inference.llm import runtime
 
             runtime.start(config.llm, config.paths.data_dir)
+        if "lstm" in config.inference.models:  # torch only in the trainer's worker, while it learns
+            from inference.predictors import lstm
+
+            lstm.train_in_worker_process()
         models = Models(store, config.inference.models, metrics, profiles.bytes_of)
         models.start()
         return cls(config, store, ingestor, models, profiles, metrics)
@@ -64,6 +68,10 @@ class Service:
         self.models.stop()
         self.ingestor.save_state()
         self.store.close()
+        if "lstm" in self.config.inference.models:
+            from inference.predictors import lstm
+
+            lstm.train_in_worker_process().close()
         if "llm" in self.config.inference.models:
             from inference.llm import runtime
 

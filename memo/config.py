@@ -70,8 +70,9 @@ class InferenceConfig(BaseModel):
     socket_mode: int = Field(0o660, description="mode of the Unix socket (432 = 0o660)")
     socket_group: str = Field("memo", description="group owning the socket, if it exists")
     models: list[str] = Field(
-        default_factory=lambda: ["mfu", "mru", "markov", "ppm", "lstm", "llm"],
-        description="predictors that join the ensemble",
+        default_factory=lambda: ["mfu", "mru", "markov", "ppm", "lstm"],
+        description="predictors that join the ensemble; add \"llm\" for the vLLM member (about 1 GB while it "
+        "runs, and no measured gain yet on the public traces)",
     )
     default_k: int = Field(5, ge=1, le=100, description="predictions returned when k is not given")
     ignore: list[str] = Field(default_factory=list, description="apps never counted as launches (globs)")
@@ -89,7 +90,15 @@ class LLMConfig(BaseModel):
     url: str = Field("", description="remote vLLM OpenAI-compatible server, for backend=remote")
     timeout_s: float = Field(5.0, gt=0, description="an LLM call slower than this is dropped")
     max_concurrency: int = Field(1, ge=1, description="LLM calls in flight at once")
-    kv_cache_gb: int = Field(1, ge=1, description="vLLM CPU KV cache (VLLM_CPU_KVCACHE_SPACE), GiB")
+    kv_cache_mb: int = Field(16, ge=4, le=65536, description="the engine's KV cache, MiB (16 MiB hold 700 "
+                             "tokens of SmolLM2, more than one prompt)")
+    max_model_len: int = Field(512, ge=128, le=8192, description="longest prompt the engine takes, tokens")
+    release_psi: float = Field(
+        10.0, ge=0, description="end the engine (and give back its memory) while memory pressure (PSI some "
+        "avg10, %) is above this; 0 = never")
+    restart_calm_s: float = Field(
+        120.0, ge=0, description="start the engine again once pressure has stayed below half of release_psi "
+        "this long")
 
 
 class PrefetcherConfig(BaseModel):
@@ -118,6 +127,20 @@ class PrefetcherConfig(BaseModel):
     dry_run: bool = Field(False, description="log what would be done, do nothing")
 
 
+class ServicesConfig(BaseModel):
+    confine: bool = Field(
+        True, description="under `memo up` (root), run each service in a cgroup of its own (memo/<service>) "
+        "with the weights and ceilings below (memo.slice does it for systemd)")
+    cpu_weight: int = Field(
+        10, ge=1, le=10000, description="CPU weight of MEMO's group (a default group has 100)")
+    io_weight: int = Field(
+        10, ge=1, le=1000, description="I/O weight of MEMO's group (a default group has 100)")
+    inference_memory_high: int = Field(
+        1536 * 1024 * 1024, ge=0, description="memory above which the kernel reclaims inference's (with its "
+        "LLM engine and LSTM trainer processes) first, bytes; 0 = none")
+    collector_memory_high: int = Field(256 * 1024 * 1024, ge=0, description="the same for the collector")
+
+
 class Config(BaseSettings):
     """Every knob of MEMO, with its default."""
 
@@ -127,6 +150,7 @@ class Config(BaseSettings):
     collector: CollectorConfig = Field(default_factory=CollectorConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
+    services: ServicesConfig = Field(default_factory=ServicesConfig)
     prefetcher: PrefetcherConfig = Field(default_factory=PrefetcherConfig)
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
 

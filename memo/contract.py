@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
 API_VERSION = "v1"
 EVENTS_PATH = "/v1/events"
@@ -18,6 +18,19 @@ PREDICTIONS_CHANGES_PATH = "/v1/predictions/changes"
 PREDICTIONS_PATH = "/v1/predictions"
 
 MAX_BATCH_EVENTS = 10_000
+MAX_UID = 2**32 - 2  # (uid_t)-1 is "no user"
+MAX_BYTES = 2**50  # a petabyte: more than any one action can move
+MAX_TS = 4_102_444_800.0  # 2100-01-01: later Unix times are corrupt
+
+
+def _printable(text: str) -> str:
+    """Text that crosses a boundary: no control characters, no lone surrogates (unstorable in UTF-8)."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in text):
+        raise ValueError("control characters or unpaired surrogates")
+    return text
+
+
+PrintableName = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_printable)]
 """Largest batch the inference service accepts; the collector never sends more."""
 
 
@@ -185,13 +198,13 @@ class FeedbackItem(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    app: str = Field(min_length=1)
-    uid: int = Field(ge=0)
+    app: PrintableName
+    uid: int = Field(ge=0, le=MAX_UID)
     action: Literal["pagecache", "swapin", "swappiness"]
-    ts: float = Field(description="Unix time (s) of the action")
-    bytes_prefetched: int = Field(0, ge=0)
-    bytes_used: int = Field(0, ge=0, description="prefetched bytes the launch then used (hit)")
-    bytes_wasted: int = Field(0, ge=0, description="prefetched bytes evicted or never used")
+    ts: float = Field(ge=0, le=MAX_TS, allow_inf_nan=False, description="Unix time (s) of the action")
+    bytes_prefetched: int = Field(0, ge=0, le=MAX_BYTES)
+    bytes_used: int = Field(0, ge=0, le=MAX_BYTES, description="prefetched bytes the launch then used (hit)")
+    bytes_wasted: int = Field(0, ge=0, le=MAX_BYTES, description="prefetched bytes evicted or never used")
     launched: bool = Field(False, description="the app was launched within the horizon")
 
 

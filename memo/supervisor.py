@@ -20,11 +20,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
 from memo import config as memo_config
-from memo import logs
+from memo import logs, placement
 from memo.runtime import SERVICES, SUPERVISOR, RunDir, command, take_lock, write_pid
 
 log = logging.getLogger("memo-supervisor")
@@ -66,6 +67,7 @@ class Supervisor:
         self.cfg = cfg
         self.run = RunDir(cfg.paths.run_dir)
         self.children = {name: Child(name) for name in SERVICES}
+        self.placement: placement.Placement | None = None
         self.stopping = False
         self.started = time.time()
         self._ready: dict[str, Callable[[Child], bool]] = {
@@ -119,8 +121,15 @@ class Supervisor:
         out = open(logf, "ab")  # noqa: SIM115 - the child owns it from here
         child.log_offset = out.tell()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        where = self.placement
+
+        def before_exec() -> None:
+            _die_with_parent()
+            if where is not None:
+                where.enter(child.name)
+
         child.proc = subprocess.Popen(command(child.name), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                      env=env, start_new_session=True, preexec_fn=_die_with_parent)
+                                      env=env, start_new_session=True, preexec_fn=before_exec)
         out.close()
         child.started_at = time.time()
         child.state = "starting"
@@ -173,7 +182,8 @@ class Supervisor:
             "pid": os.getpid(), "started": self.started, "stopping": self.stopping,
             "run_dir": str(self.run.root), "socket": str(self.run.socket), "port": self.run.port(),
             "services": {n: {"pid": c.pid, "state": c.state, "restarts": c.restarts, "last_exit": c.last_exit,
-                             "since": c.started_at, "log": str(self.run.log_file(n)), "exits": c.history}
+                             "since": c.started_at, "log": str(self.run.log_file(n)), "exits": c.history,
+                             "cgroups": self.placement.where(n) if self.placement else {}}
                          for n, c in self.children.items()},
         }
         tmp = self.run.state_file.with_suffix(".tmp")
@@ -209,6 +219,18 @@ class Supervisor:
                     child.proc.kill()
                     child.proc.wait()
 
+    def confine(self) -> None:
+        """The services' own cgroups (low CPU and I/O weight, memory ceilings), when root and enabled."""
+        svc = self.cfg.services
+        if not svc.confine or not placement.usable():
+            return
+        self.placement = placement.Placement.make(
+            SERVICES, svc.cpu_weight, svc.io_weight,
+            {"inference": svc.inference_memory_high, "collector": svc.collector_memory_high})
+        log.info("services run in %s (cpu weight %d, io weight %d)",
+                 ", ".join(sorted({str(Path(d).parent) for d in self.placement.where("inference")
+                                   .values()})), svc.cpu_weight, svc.io_weight)
+
     def serve(self) -> int:
         def _stop(signum: int, _frame: object) -> None:
             if not self.stopping:
@@ -216,6 +238,7 @@ class Supervisor:
             self.stopping = True
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, _stop)
+        self.confine()
         self.spawn(self.children["inference"])
         try:
             while not self.stopping:
@@ -226,6 +249,8 @@ class Supervisor:
             self.save()
             for name in reversed(SERVICES):
                 self.stop_child(self.children[name])
+            if self.placement is not None:
+                self.placement.remove()
             self.run.pid_file(SUPERVISOR).unlink(missing_ok=True)
         log.info("all services stopped")
         return 0

@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from memo.pressure import PSI_MEMORY, parse_psi
 from prefetcher import activity
 
-PSI_MEMORY = Path("/proc/pressure/memory")
 MEMINFO = Path("/proc/meminfo")
 
 
@@ -30,15 +30,6 @@ def meminfo(path: Path = MEMINFO) -> dict[str, int]:
         parts = rest.split()
         if parts:
             out[key] = int(parts[0]) * (1024 if len(parts) > 1 and parts[1] == "kB" else 1)
-    return out
-
-
-def parse_psi(text: str) -> dict[str, dict[str, float]]:
-    """'some avg10=0.00 avg60=0.00 avg300=0.00 total=0' lines -> {'some': {'avg10': 0.0, ...}}."""
-    out: dict[str, dict[str, float]] = {}
-    for line in text.splitlines():
-        kind, *fields = line.split()
-        out[kind] = {k: float(v) for k, v in (f.split("=", 1) for f in fields)}
     return out
 
 

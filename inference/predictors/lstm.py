@@ -16,25 +16,28 @@ learn each launch at once, the output layers take one small SGD step on each new
 gradient of that launch through the last LSTM output and the skip path), applied to the serving and
 the training copy alike. ``rank`` only runs the serving copy's forward pass. The vocabulary grows by
 doubling (weights copied), so a user's new apps get rows without retraining from scratch.
+
+Serving needs no torch: the forward pass and the per-launch step are a few numpy products over the
+weights. Only the rounds use torch (lstm_train.py): in the service they run in a short-lived worker
+process (ProcessTrainer), so torch's ~150 MB are resident only while the member learns.
 """
 
 from __future__ import annotations
 
-import copy
 import math
+import os
+import pickle
+import struct
+import subprocess
+import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-import torch
-from torch import nn
 
 from inference.predictors.base import Context, Launch, Predictor, Scored, top_scored
 from inference.predictors.population import Population
-
-# The nets are tiny: torch's intra-op threads would only take the second core from the user's launch.
-torch.set_num_threads(1)
 
 WINDOW = 12  # launches the model reads (training windows have the same length)
 HISTORY = 2048  # recent launches a training round learns from
@@ -52,6 +55,9 @@ FIRST_BOOST = 4  # the first round trains this many times more (more steps overf
 FAST_LR = 0.03  # SGD step size of the output layers' update on each launch (between rounds)
 PRIOR = 2.0  # before the first round: pseudo-launches of the population prior in the user's counts
 
+Weights = dict[str, np.ndarray]
+"""A net's parameters, keyed like torch's state_dict (emb, lstm.*_l0, out, skip)."""
+
 
 def time_features(ts: float | None, prev_ts: float | None) -> list[float]:
     if ts is None:
@@ -63,62 +69,150 @@ def time_features(ts: float | None, prev_ts: float | None) -> list[float]:
     return [math.sin(hour), math.cos(hour), math.sin(day), math.cos(day), gap, 1.0]
 
 
-class _Net(nn.Module):
-    def __init__(self, vocab: int) -> None:
-        super().__init__()
-        self.emb = nn.Embedding(vocab, EMBED)
-        self.lstm = nn.LSTM(EMBED + N_TIME, HIDDEN, batch_first=True)
-        self.out = nn.Linear(HIDDEN, vocab)
-        self.skip = nn.Linear(EMBED, vocab, bias=False)  # a direct "what follows this app" path
-        # dropout from the predictor's own generator, not torch's global one: a user's model then
-        # trains the same whatever else the process did before (reproducible runs)
-        self.gen = torch.Generator().manual_seed(0)
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # never overflows, unlike 1 / (1 + exp(-x))
 
-    def drop(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or DROPOUT <= 0:
-            return x
-        keep = torch.rand(x.shape, generator=self.gen) >= DROPOUT
-        return x * keep / (1 - DROPOUT)
 
-    def features(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+class Net:
+    """A net's weights and the forward pass that serving needs (torch's nn.LSTM, one layer, gates i f g o)."""
+
+    def __init__(self, weights: Weights) -> None:
+        self.w = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
+
+    @property
+    def vocab(self) -> int:
+        return int(self.w["emb.weight"].shape[0])
+
+    def copy(self) -> Net:
+        return Net({k: v.copy() for k, v in self.w.items()})
+
+    def features(self, x: list[int], t: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
         """What the output layers read at the last step: the LSTM's output and the last app's embedding."""
-        e = self.emb(x)
-        y, _ = self.lstm(torch.cat([e, t], dim=-1))
-        return y[0, -1], e[0, -1]
+        w = self.w
+        e = w["emb.weight"][x]
+        pre = np.concatenate([e, np.asarray(t, dtype=np.float32)], axis=1) @ w["lstm.weight_ih_l0"].T \
+            + (w["lstm.bias_ih_l0"] + w["lstm.bias_hh_l0"])
+        h = np.zeros(HIDDEN, dtype=np.float32)
+        c = np.zeros(HIDDEN, dtype=np.float32)
+        whh = w["lstm.weight_hh_l0"]
+        for g in pre:
+            i, f, z, o = np.split(g + whh @ h, 4)
+            c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(z)
+            h = _sigmoid(o) * np.tanh(c)
+        return h, e[-1]
 
-    def fast_step(self, h: torch.Tensor, e: torch.Tensor, grad: torch.Tensor, lr: float) -> None:
+    def softmax(self, h: np.ndarray, e: np.ndarray, size: int) -> np.ndarray:
+        w = self.w
+        logits = (w["out.weight"][:size] @ h + w["out.bias"][:size] + w["skip.weight"][:size] @ e)
+        z = np.exp(logits - logits.max())
+        return z / z.sum()
+
+    def fast_step(self, h: np.ndarray, e: np.ndarray, grad: np.ndarray, lr: float) -> None:
         """One SGD step of the output layers on one launch; ``grad`` is d(loss)/d(logits)."""
         n = len(grad)
-        with torch.no_grad():
-            self.out.weight[:n].sub_(lr * torch.outer(grad, h))
-            self.out.bias[:n].sub_(lr * grad)
-            self.skip.weight[:n].sub_(lr * torch.outer(grad, e))
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        e = self.drop(self.emb(x))
-        y, _ = self.lstm(torch.cat([e, t], dim=-1))
-        return self.out(self.drop(y)) + self.skip(e)
-
-    def grown(self, vocab: int) -> _Net:
-        """A copy with room for ``vocab`` apps; learned rows kept, new ones freshly initialised."""
-        with torch.random.fork_rng():
-            torch.manual_seed(vocab)
-            new = _Net(vocab)
-        with torch.no_grad():
-            old = self.emb.num_embeddings
-            new.emb.weight[:old] = self.emb.weight
-            new.out.weight[:old] = self.out.weight
-            new.out.bias[:old] = self.out.bias
-            new.skip.weight[:old] = self.skip.weight
-            new.out.bias[old:] = self.out.bias.min()  # unseen apps start unlikely
-            new.lstm.load_state_dict(self.lstm.state_dict())
-        return new
+        self.w["out.weight"][:n] -= lr * np.outer(grad, h)
+        self.w["out.bias"][:n] -= lr * grad
+        self.w["skip.weight"][:n] -= lr * np.outer(grad, e)
 
 
-def _new_net(vocab: int) -> _Net:
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        return _Net(vocab)
+class Trainer(Protocol):
+    def train(self, req: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class InlineTrainer:
+    """Rounds in this process (``memo eval``, tests): torch is imported on the first one."""
+
+    def train(self, req: dict[str, Any]) -> dict[str, Any]:
+        from inference.predictors import lstm_train
+
+        return lstm_train.train_round(req)
+
+
+class ProcessTrainer:
+    """Rounds in a worker process (the service): started on demand, it exits after a minute idle."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self.started = 0  # worker processes started so far
+
+    def _worker(self) -> subprocess.Popen[bytes]:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen([sys.executable, "-m", "inference.predictors.lstm_train",
+                                           str(os.getpid())], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            self.started += 1
+        return self._proc
+
+    def train(self, req: dict[str, Any]) -> dict[str, Any]:
+        body = pickle.dumps(req, protocol=pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            for attempt in (1, 2):  # the worker may have just exited on its idle timer: once more
+                proc = self._worker()
+                assert proc.stdin is not None and proc.stdout is not None
+                try:
+                    write_frame(proc.stdin.fileno(), body)
+                    frame = read_frame(proc.stdout.fileno())
+                except (BrokenPipeError, EOFError):
+                    frame = None
+                if frame is not None:
+                    reply = pickle.loads(frame)
+                    if "ok" not in reply:
+                        raise RuntimeError(f"LSTM training round failed: {reply.get('error')}")
+                    return reply["ok"]
+                self.close()
+                if attempt == 2:
+                    raise RuntimeError("the LSTM training worker exited during a round")
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            for f in (proc.stdin, proc.stdout):
+                if f is not None:
+                    f.close()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def read_frame(fd: int) -> bytes | None:
+    """One frame of the worker protocol (4-byte little-endian length, then the body); None at EOF."""
+    head = _read_exactly(fd, 4)
+    if head is None:
+        return None
+    body = _read_exactly(fd, struct.unpack("<I", head)[0])
+    if body is None:
+        raise EOFError("truncated frame")
+    return body
+
+
+def _read_exactly(fd: int, n: int) -> bytes | None:
+    buf = b""
+    while len(buf) < n:
+        chunk = os.read(fd, n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+def write_frame(fd: int, body: bytes) -> None:
+    data = struct.pack("<I", len(body)) + body
+    while data:
+        data = data[os.write(fd, data):]
+
+
+_trainer: Trainer = InlineTrainer()
+
+
+def train_in_worker_process() -> ProcessTrainer:
+    """From now on this process's LSTM rounds run in a worker process (the service calls this at start)."""
+    global _trainer
+    if not isinstance(_trainer, ProcessTrainer):
+        _trainer = ProcessTrainer()
+    return _trainer
 
 
 class LSTMPredictor(Predictor):
@@ -135,11 +229,11 @@ class LSTMPredictor(Predictor):
         self.last_ts: float | None = None
         self.trained_upto = 0  # value of n at the last training round
         self.fast_upto = 0  # value of n up to which the output layers took their per-launch step
-        self._feat: tuple[int, torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # rank's forward
-        self.serving: _Net | None = None
+        self._feat: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None  # rank's forward
+        self.serving: Net | None = None
         self._probs: np.ndarray | None = None
-        self._trainer: _Net | None = None
-        self._opt: torch.optim.Optimizer | None = None
+        self._trainer: Net | None = None  # the training copy: the next round starts from it
+        self._opt: Any = None  # Adam's state after the last round (numpy), None = a fresh optimiser
         self._rng = np.random.default_rng(0)
         self._lock = threading.RLock()
         self._train_lock = threading.Lock()
@@ -187,23 +281,21 @@ class LSTMPredictor(Predictor):
             scores[self.apps[i]] = (c + PRIOR * self.population.prob(self.apps[i])) / total
         return top_scored(scores, k)
 
-    def _softmax_at(self, net: _Net, upto: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _softmax_at(self, net: Net, upto: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(features, softmax) of ``net`` predicting launch number ``upto`` from the launches before it."""
-        vocab = net.emb.num_embeddings
+        vocab = net.vocab
         size = min(vocab, len(self.apps))
         if self._feat is not None and self._feat[0] == upto and len(self._feat[3]) == size:
             return self._feat[1:]  # rank's forward for this launch (a new app since then: redone)
         end = len(self.seq) - (self.n - upto)
-        x = torch.tensor([[i if i < vocab else 0 for i in self.seq[max(0, end - WINDOW):end]]])
-        t = torch.tensor([self.tfeat[max(0, end - WINDOW):end]], dtype=torch.float32)
-        with torch.no_grad():
-            h, e = net.features(x, t)
-            p = torch.softmax((net.out(h) + net.skip(e))[:size], dim=0)
+        x = [i if i < vocab else 0 for i in self.seq[max(0, end - WINDOW):end]]
+        h, e = net.features(x, self.tfeat[max(0, end - WINDOW):end])
+        p = net.softmax(h, e, size)
         self._feat = (upto, h, e, p)
         return h, e, p
 
-    def _forward(self, net: _Net) -> np.ndarray:
-        p = self._softmax_at(net, self.n)[2].numpy().astype(np.float64)
+    def _forward(self, net: Net) -> np.ndarray:
+        p = self._softmax_at(net, self.n)[2].astype(np.float64)
         p[0] = 0.0
         return p
 
@@ -227,7 +319,7 @@ class LSTMPredictor(Predictor):
                 h, e, p = self._softmax_at(net, j)
                 if y >= len(p) or j < 1:
                     continue
-                grad = p.clone()
+                grad = p.copy()
                 grad[y] -= 1.0
                 grad[0] = 0.0
                 for m in (net, self._trainer):
@@ -247,9 +339,7 @@ class LSTMPredictor(Predictor):
                 vocab = len(self.apps)
             self._train(seq, tfeat, vocab)
             assert self._trainer is not None
-            frozen = copy.deepcopy(self._trainer).eval()
-            for p in frozen.parameters():
-                p.requires_grad_(False)
+            frozen = self._trainer.copy()
             with self._lock:
                 self.serving = frozen
                 self.trained_upto = n
@@ -257,51 +347,33 @@ class LSTMPredictor(Predictor):
             return True
 
     def _train(self, seq: list[int], tfeat: list[list[float]], vocab: int) -> None:
+        """One round (lstm_train.train_round, inline or in the worker) from the training copy."""
         cap = max(32, 1 << (vocab - 1).bit_length())
-        if self._trainer is None:
-            self._trainer = _new_net(cap)
-            self._opt = None
-        elif self._trainer.emb.num_embeddings < cap:
-            self._trainer = self._trainer.grown(cap)
-            self._opt = None
-        if self._opt is None:
-            self._opt = torch.optim.Adam(self._trainer.parameters(), lr=LR)
-        net, opt = self._trainer, self._opt
-        net.gen.manual_seed(self.n)
-        net.train()
-        x_all = torch.tensor(seq[:-1])
-        y_all = torch.tensor(seq[1:])
-        t_all = torch.tensor(tfeat[:-1], dtype=torch.float32)
-        # The target of step i is launch i+1; its time context is known only after it happens, so
-        # the input at step i carries launch i's context (what the live model sees when predicting).
+        if self._trainer is not None and self._trainer.vocab < cap:
+            self._opt = None  # the net grows: a fresh optimiser, as for a new net
         length = len(seq) - 1
         win = min(WINDOW, length)
         fresh = max(1, min(self.n - self.trained_upto, length - win + 1))
         steps = STEPS * FIRST_BOOST if not self.trained_upto else STEPS
+        batches = []
         for _ in range(steps):
             # some windows end among the launches new since the last round, the rest anywhere
             n_recent = int(BATCH * FRESH_SHARE)
             recent = self._rng.integers(length - fresh + 1, length + 1, n_recent)
             anywhere = self._rng.integers(win, length + 1, BATCH - n_recent)
-            ends = np.maximum(np.concatenate([recent, anywhere]), win).tolist()
-            x = torch.stack([x_all[e - win:e] for e in ends])
-            y = torch.stack([y_all[e - win:e] for e in ends])
-            t = torch.stack([t_all[e - win:e] for e in ends])
-            logits = net(x, t)
-            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
-        net.eval()
+            batches.append(np.maximum(np.concatenate([recent, anywhere]), win).tolist())
+        out = _trainer.train({"weights": self._trainer.w if self._trainer is not None else None,
+                              "adam": self._opt, "cap": cap, "seq": seq, "tfeat": tfeat, "ends": batches,
+                              "win": win, "seed": self.n})
+        self._trainer, self._opt = Net(out["weights"]), out["adam"]
 
     # -- state ------------------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
         with self._lock:
             weights = None
             if self.serving is not None:
-                weights = {k: [list(v.shape), v.detach().numpy().astype(np.float32).tobytes()]
-                           for k, v in self.serving.state_dict().items()}
+                weights = {k: [list(v.shape), v.astype(np.float32).tobytes()]
+                           for k, v in self.serving.w.items()}
             return {"apps": self.apps, "counts": list(self.counts.items()), "seq": self.seq,
                     "tfeat": self.tfeat, "n": self.n, "last_ts": self.last_ts,
                     "trained_upto": self.trained_upto, "fast_upto": self.fast_upto, "weights": weights}
@@ -320,12 +392,8 @@ class LSTMPredictor(Predictor):
             self.serving = None
             self._trainer = self._opt = None
             if state["weights"]:
-                sd = {k: torch.from_numpy(np.frombuffer(b, dtype=np.float32).copy().reshape(shape))
-                      for k, (shape, b) in state["weights"].items()}
-                net = _new_net(sd["emb.weight"].shape[0])
-                net.load_state_dict(sd)
+                net = Net({k: np.frombuffer(b, dtype=np.float32).copy().reshape(shape)
+                           for k, (shape, b) in state["weights"].items()})
                 self._trainer = net  # training resumes from the served weights (fresh optimiser)
-                self.serving = copy.deepcopy(net).eval()
-                for p in self.serving.parameters():
-                    p.requires_grad_(False)
+                self.serving = net.copy()
             self._probs = self._feat = None

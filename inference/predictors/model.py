@@ -34,7 +34,7 @@ def _config_default_models() -> list[str]:
     return list(InferenceConfig.model_fields["models"].default_factory())  # type: ignore[misc]
 
 
-# memo config's inference.models default, less the predictors not built yet (the LLM's own issue).
+# memo config's inference.models default, less any predictor this install lacks.
 DEFAULT_MODELS: tuple[str, ...] = tuple(n for n in _config_default_models() if registry.available(n))
 
 

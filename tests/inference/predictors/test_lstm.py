@@ -1,8 +1,15 @@
-"""The LSTM learns in train_pending only, and serves from a frozen copy."""
+"""The LSTM learns in train_pending only (in a worker process in the service), and serves from a frozen
+copy with numpy."""
 
 from __future__ import annotations
 
-from inference.predictors import Context, Launch, Population
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from inference.predictors import Context, Launch, Population, lstm
 from inference.predictors.lstm import LSTMPredictor, time_features
 from tests.inference.predictors.predictor_helpers import replay, top
 
@@ -55,7 +62,7 @@ def test_state_round_trip_predicts_identically() -> None:
 def test_vocabulary_grows_past_the_first_capacity() -> None:
     apps = [f"app{i}" for i in range(70)]
     p = trained_on(apps * 3, rounds=0)
-    assert p.serving is not None and p.serving.emb.num_embeddings >= 71
+    assert p.serving is not None and p.serving.vocab >= 71
     assert len(p.rank(Context(), 5)) == 5
 
 
@@ -68,3 +75,49 @@ def test_each_launch_nudges_the_serving_net_between_rounds() -> None:
     assert p.train_pending() is True and p.trained_upto == n  # the per-launch step, not a round
     assert float(p._softmax_at(p.serving, n)[2][b]) > before
     assert p.train_pending() is False  # nothing new
+
+
+def test_rounds_in_the_worker_process_learn_exactly_as_inline() -> None:
+    """The service trains in a worker process (torch resident only there); same rounds, same net."""
+    seq = list("abcabd") * 12
+    inline = trained_on(seq, rounds=2)
+    trainer = lstm.ProcessTrainer()
+    old, lstm._trainer = lstm._trainer, trainer
+    try:
+        worked = trained_on(seq, rounds=2)
+        assert trainer.started == 1 and trainer._proc is not None
+        nice = os.getpriority(os.PRIO_PROCESS, trainer._proc.pid)
+    finally:
+        lstm._trainer = old
+        trainer.close()
+    assert nice == 19
+    assert inline.rank(Context(), 5) == worked.rank(Context(), 5)
+    assert all(np.array_equal(inline.serving.w[k], worked.serving.w[k]) for k in inline.serving.w)
+
+
+def test_the_service_side_never_imports_torch() -> None:
+    code = ("import sys; from inference.predictors import lstm, Context, Launch, Population; "
+            "t = lstm.train_in_worker_process(); p = lstm.LSTMPredictor(Population()); "
+            "[(p.observe(Launch(a, 1.7e9 + 60 * i)), p.train_pending()) for i, a in enumerate('ab' * 20)]; "
+            "assert p.serving is not None and p.rank(Context(), 2); t.close(); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_numpy_serving_matches_torchs_forward() -> None:
+    import torch
+
+    from inference.predictors import lstm_train
+
+    p = trained_on(list("abcabd") * 8, rounds=1)
+    net = lstm_train._Net(p.serving.vocab)
+    net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in p.serving.w.items()})
+    net.eval()
+    x = p.seq[-lstm.WINDOW:]
+    t = p.tfeat[-lstm.WINDOW:]
+    with torch.no_grad():
+        want = torch.softmax(net(torch.tensor([x]), torch.tensor([t], dtype=torch.float32))[0, -1], 0).numpy()
+    h, e = p.serving.features(x, t)
+    assert np.allclose(p.serving.softmax(h, e, p.serving.vocab), want, atol=1e-5)

@@ -23,8 +23,9 @@ def fed(models: list[str], apps: list[str], population: Population | None = None
     return m
 
 
-def test_default_models_follow_config_minus_llm() -> None:
-    assert DEFAULT_MODELS == ("mfu", "mru", "markov", "ppm", "lstm", "llm")
+def test_default_models_follow_config() -> None:
+    """The LLM member is opt-in (about 1 GB while its engine runs, no measured gain yet)."""
+    assert DEFAULT_MODELS == ("mfu", "mru", "markov", "ppm", "lstm")
 
 
 def test_predict_is_normalised_and_explains_each_member() -> None:

@@ -1,0 +1,103 @@
+"""The vLLM engine in a process of its own: ``python -m inference.llm.engine_proc --model DIR``.
+
+Why a process: the engine (torch, vLLM, the weights, the KV cache) is about 1 GB that the inference
+service can hand back to the system by ending it, whole, under memory pressure, and start again later;
+it computes at the lowest CPU and I/O priority without touching the service's own threads; and it dies
+with the service (PR_SET_PDEATHSIG), so a killed service never leaves an engine behind. vLLM runs
+in-process here (VLLM_ENABLE_V1_MULTIPROCESSING=0): one process, not an engine core plus a worker that
+each load torch again.
+
+Protocol, one JSON object per line: the engine writes {"ready": true, "pss_mb": N} once loaded (or
+{"error": "..."} and exits), then answers each {"prompt": "..."} read on stdin with {"top": {token:
+logprob}} or {"error": "..."}. Its own stdout is the protocol channel; whatever vLLM prints goes to
+stderr (the service's log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import signal
+import sys
+
+TOP = 20
+_PR_SET_PDEATHSIG = 1
+IOPRIO_IDLE = 3 << 13  # IOPRIO_CLASS_IDLE in the class bits of an ioprio value
+_IOPRIO_SET, _IOPRIO_WHO_PROCESS = 251, 1  # x86_64 syscall number
+
+
+def _protocol_channel() -> int:
+    """A private copy of stdout for the protocol; fd 1 becomes stderr so library prints cannot corrupt it."""
+    fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return fd
+
+
+def _bind_to_parent(parent: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the prctl took effect
+        os._exit(1)
+    os.setpriority(os.PRIO_PROCESS, 0, 19)
+    libc.syscall(_IOPRIO_SET, _IOPRIO_WHO_PROCESS, 0, IOPRIO_IDLE)
+
+
+def _pss_mb() -> int:
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            return next(int(line.split()[1]) // 1024 for line in f if line.startswith("Pss:"))
+    except (OSError, StopIteration, ValueError):
+        return -1
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True, help="a converted model directory")
+    ap.add_argument("--kv-cache-mb", type=int, default=16, help="KV cache, MiB")
+    ap.add_argument("--max-model-len", type=int, default=512, help="longest prompt, tokens")
+    ap.add_argument("--parent", type=int, default=os.getppid(), help="die with this pid")
+    args = ap.parse_args(argv)
+    out = _protocol_channel()
+    _bind_to_parent(args.parent)
+
+    def say(obj: dict[str, object]) -> None:
+        os.write(out, (json.dumps(obj) + "\n").encode())
+
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights are local; never reach for a hub
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)  # would override kv_cache_memory_bytes (whole GiB)
+    try:
+        from vllm import LLM, SamplingParams
+
+        llm = LLM(model=args.model, dtype="bfloat16", max_model_len=args.max_model_len, enforce_eager=True,
+                  enable_prefix_caching=True, seed=0, kv_cache_memory_bytes=args.kv_cache_mb << 20,
+                  max_num_seqs=1, max_num_batched_tokens=args.max_model_len)
+        params = SamplingParams(max_tokens=1, logprobs=TOP, temperature=0.0)
+        llm.generate(["warm-up\n"], params, use_tqdm=False)  # the first call is ~20x slower than the rest
+    except Exception as exc:  # a broken install, a bad model: said on the channel, then exit
+        say({"error": f"{type(exc).__name__}: {exc}"})
+        return 2
+    gc.collect()
+    ctypes.CDLL(None).malloc_trim(0)  # loading leaves ~100 MB of freed heap behind
+    say({"ready": True, "pss_mb": _pss_mb()})
+    for line in sys.stdin:
+        try:
+            prompt = json.loads(line)["prompt"]
+            if not isinstance(prompt, str):
+                raise TypeError("prompt must be a string")
+            res = llm.generate([prompt], params, use_tqdm=False)
+            step = res[0].outputs[0].logprobs[0]
+            say({"top": {lp.decoded_token or "": lp.logprob for lp in step.values()}})
+        except Exception as exc:  # one bad prompt never ends the engine
+            say({"error": f"{type(exc).__name__}: {exc}"})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

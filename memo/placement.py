@@ -1,0 +1,159 @@
+"""Where MEMO's own services run: cgroups of their own, so that the user's programs always win.
+
+Under `memo up` the supervisor puts each service in <hierarchy>/memo/<service>: the `memo` group has a
+low CPU weight and a low I/O weight (a tenth of a default group's: MEMO gets the CPU and the disk that
+the user's programs leave, and all it needs when they are idle), and the services that learn
+(inference with its engine and trainer processes, the collector) get a memory ceiling that makes the
+kernel reclaim their memory before anybody else's. The prefetcher has none: the page cache it fills is
+charged to it and belongs to the programs it was read for.
+
+cgroup v2 where the controller is enabled there: cpu.weight, io.weight, memory.high. cgroup v1
+otherwise (this machine: v1 cpu, blkio and memory, an empty v2 hierarchy beside them): cpu.shares,
+blkio.bfq.weight (or blkio.weight), memory.soft_limit_in_bytes (reclaimed first under global pressure;
+v1 has no memory.high). systemd installs do the same with memo.slice and the units' MemoryHigh=. A
+machine without a controller, or a supervisor that is not root, runs the services unconfined and says
+so once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MOUNTS = Path("/proc/mounts")
+GROUP = "memo"
+V1_NAMES = {"cpu": "cpu", "io": "blkio", "memory": "memory"}
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    controller: str  # cpu, io or memory
+    root: Path
+    version: int
+
+
+def hierarchies(mounts: Path = MOUNTS) -> dict[str, Hierarchy]:
+    """For each of cpu, io and memory, the hierarchy that has it: v2 where enabled there, else v1."""
+    out: dict[str, Hierarchy] = {}
+    v1: dict[str, Path] = {}
+    try:
+        lines = mounts.read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        where, fstype, opts = Path(fields[1]), fields[2], fields[3].split(",")
+        if fstype == "cgroup2":
+            try:
+                available = (where / "cgroup.controllers").read_text().split()
+            except OSError:
+                continue
+            for c in ("cpu", "io", "memory"):
+                if c in available:
+                    out.setdefault(c, Hierarchy(c, where, 2))
+        elif fstype == "cgroup":
+            for c, name in V1_NAMES.items():
+                if name in opts:
+                    v1.setdefault(c, where)
+    for c, where in v1.items():
+        out.setdefault(c, Hierarchy(c, where, 1))
+    return out
+
+
+def _write(path: Path, value: str) -> bool:
+    try:
+        path.write_text(value)
+        return True
+    except OSError as exc:
+        log.debug("cannot write %s to %s: %s", value, path, exc)
+        return False
+
+
+@dataclass
+class Placement:
+    """The cgroups of one `memo up`: made at start, entered by each service, removed at stop."""
+
+    cpu_weight: int
+    io_weight: int
+    memory_high: dict[str, int]  # service -> bytes; absent or 0 = no ceiling
+    hier: dict[str, Hierarchy]
+    name: str = GROUP
+
+    @classmethod
+    def make(cls, services: tuple[str, ...], cpu_weight: int, io_weight: int,
+             memory_high: dict[str, int], mounts: Path = MOUNTS, name: str = GROUP) -> Placement:
+        p = cls(cpu_weight, io_weight, memory_high, hierarchies(mounts), name)
+        p._create(services)
+        return p
+
+    def group(self, h: Hierarchy) -> Path:
+        return h.root / self.name
+
+    def _create(self, services: tuple[str, ...]) -> None:
+        missing = sorted({"cpu", "io", "memory"} - set(self.hier))
+        if missing:
+            log.warning("no %s controller on this machine: MEMO's services run without that limit",
+                        ", ".join(missing))
+        for c, h in list(self.hier.items()):
+            top = self.group(h)
+            try:
+                top.mkdir(exist_ok=True)
+                if h.version == 2:  # controllers must be enabled on the way down to the leaves
+                    _write(h.root / "cgroup.subtree_control", f"+{c}")
+                    _write(top / "cgroup.subtree_control", f"+{c}")
+                for s in services:
+                    (top / s).mkdir(exist_ok=True)
+            except OSError as exc:
+                log.warning("cannot create %s (%s): MEMO's services run without a %s limit", top, exc, c)
+                del self.hier[c]
+                continue
+            self._limit(h, top, services)
+
+    def _limit(self, h: Hierarchy, top: Path, services: tuple[str, ...]) -> None:
+        if h.controller == "cpu":
+            if h.version == 2:
+                _write(top / "cpu.weight", str(self.cpu_weight))
+            else:
+                _write(top / "cpu.shares", str(max(2, self.cpu_weight * 1024 // 100)))
+        elif h.controller == "io":
+            if h.version == 2:
+                _write(top / "io.weight", f"default {self.io_weight}")
+            elif not _write(top / "blkio.bfq.weight", str(self.io_weight)):
+                _write(top / "blkio.weight", str(max(10, self.io_weight)))
+        else:
+            for s in services:
+                high = self.memory_high.get(s, 0)
+                if high > 0:
+                    name = "memory.high" if h.version == 2 else "memory.soft_limit_in_bytes"
+                    _write(top / s / name, str(high))
+
+    def enter(self, service: str) -> None:
+        """Move the calling process into the service's groups (run in the child before exec)."""
+        for h in self.hier.values():
+            _write(self.group(h) / service / "cgroup.procs", "0")
+
+    def where(self, service: str) -> dict[str, str]:
+        """controller -> the service's cgroup directory (for `memo status` and tests)."""
+        return {c: str(self.group(h) / service) for c, h in self.hier.items()}
+
+    def remove(self) -> None:
+        """Remove the groups once the services have stopped (a group with processes stays)."""
+        for h in self.hier.values():
+            top = self.group(h)
+            for d in sorted(top.glob("*/"), reverse=True) if top.is_dir() else []:
+                if (d / "cgroup.procs").exists():
+                    with contextlib.suppress(OSError):
+                        d.rmdir()
+            with contextlib.suppress(OSError):
+                top.rmdir()
+
+
+def usable() -> bool:
+    return os.geteuid() == 0
