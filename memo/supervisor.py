@@ -37,6 +37,9 @@ STABLE_S = 60.0
 READY_TIMEOUT_S = {"inference": 120.0, "collector": 180.0, "prefetcher": 60.0}
 STOP_TIMEOUT_S = 30.0
 TICK_S = 0.1
+"""Between passes while a service starts or waits for its restart."""
+IDLE_TICK_S = 0.5
+"""Between passes while every service runs: a death is still seen within half a second."""
 _PR_SET_PDEATHSIG = 1
 
 
@@ -243,7 +246,8 @@ class Supervisor:
         try:
             while not self.stopping:
                 self.step()
-                time.sleep(TICK_S)
+                steady = all(c.state == "running" for c in self.children.values())
+                time.sleep(IDLE_TICK_S if steady else TICK_S)
         finally:
             self.stopping = True
             self.save()

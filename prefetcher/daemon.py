@@ -34,6 +34,7 @@ from prefetcher.budget import Budget, PressureGauge, meminfo
 from prefetcher.client import InferenceClient
 from prefetcher.feedback import FeedbackTracker
 from prefetcher.plan import Candidate, Span, weigh
+from prefetcher.watch import ChangeWatcher
 
 log = logging.getLogger("memo-prefetcher")
 
@@ -238,6 +239,7 @@ class Prefetcher:
         self._launch_seen_at: float | None = None  # Unix time of the latest launch notice
         self._signature: list[tuple[int, str, float]] = []  # of the predictions the plan was made from
         self._retry = False  # a round was skipped under memory pressure
+        self.watcher: ChangeWatcher | None = None  # the open long-poll, once the service sends notices
 
     def recover(self) -> None:
         """Restore what a previous run changed and did not put back (it crashed or was SIGKILLed)."""
@@ -401,7 +403,12 @@ class Prefetcher:
     def step(self, wait_s: float) -> None:
         """Wait for a change (at most wait_s), then act on it: a new round after a launch or a ranking
         change, a re-read after an eviction, nothing otherwise."""
-        ch = self.source.changes(self.version, wait_s)
+        if self.watcher is None:
+            ch = self.source.changes(self.version, wait_s)
+            if ch is not None:  # the service sends notices: from now on one long-poll stays open
+                self.watcher = ChangeWatcher(self.source.changes, ch)
+        else:
+            ch = self.watcher.next(wait_s)
         if ch is None:  # no change notices (a static source): a round every wait
             self.cycle()
         else:
@@ -450,6 +457,8 @@ class Prefetcher:
                     self.launches = None
                     self.stop.wait(self.pcfg.poll_interval_s)
         finally:
+            if self.watcher is not None:
+                self.watcher.close()
             n = self.tuner.restore()
             log.info("stopped: %d cgroup value(s) restored", n)
         return 0
