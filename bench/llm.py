@@ -107,11 +107,13 @@ def bench_service(llm: bool, rate: float, duration: float, launches: int, settle
         tmp = Path(d)
         env = {**os.environ, "MEMO_PATHS__RUN_DIR": str(tmp / "run"),
                "MEMO_PATHS__DATA_DIR": str(tmp / "data"),
-               "MEMO_INFERENCE__PORT": "0", "MEMO_LOG_LEVEL": "WARNING",
+               "MEMO_INFERENCE__PORT": "0", "MEMO_LOG_LEVEL": "INFO",
                "MEMO_INFERENCE__MODELS": json.dumps(["mfu", "mru", "markov", "ppm", "lstm", "llm"]),
                "MEMO_LLM__BACKEND": "engine" if llm else "off"}
+        log_path = tmp / "inference.log"
+        log_file = open(log_path, "wb")  # noqa: SIM115 - the service writes it until it stops
         proc = subprocess.Popen([str(Path(sys.executable).parent / "memo-inference")], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=log_file, stderr=log_file)
         try:
             port_file = tmp / "run" / "inference.port"
             deadline = time.monotonic() + 120
@@ -126,7 +128,7 @@ def bench_service(llm: bool, rate: float, duration: float, launches: int, settle
                 t0 = time.monotonic()
                 with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
                     while time.monotonic() - t0 < 300:
-                        time.sleep(1.5)  # the call for the last launch lands, the trainer re-ranks
+                        time.sleep(3.0)  # the call waits 2 s of quiet after a launch, lands, is re-ranked
                         top = c.get("/v1/predictions", params={"uid": 1000, "k": 1}).json()
                         app = top["predictions"][0]["app"] if top.get("predictions") else api.APPS[0]
                         ex = c.get("/v1/explain", params={"uid": 1000, "app": app}).json()
@@ -137,7 +139,9 @@ def bench_service(llm: bool, rate: float, duration: float, launches: int, settle
                         threading.Timer(1.0, stop.set).start()
                         _feed(sock, stop, int(time.monotonic() * 10) % 10**6)
                 if llm_active_s is None:
-                    raise SystemExit("the LLM member never scored in the service")
+                    tail = log_path.read_text(errors="replace").splitlines()[-15:]
+                    raise SystemExit("the LLM member never scored in the service; its log ends:\n"
+                                     + "\n".join(tail))
             time.sleep(settle)  # the LSTM's background training of the seed launches holds the GIL meanwhile
             rss = tree_rss_mb(proc.pid)
             stop = threading.Event()
@@ -153,6 +157,7 @@ def bench_service(llm: bool, rate: float, duration: float, launches: int, settle
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
+            log_file.close()
     return {"llm": llm, **preds, "launches_during_load": fed[0] if fed else 0,
             "service_rss_mb": rss, "llm_active_after_s": llm_active_s}
 
