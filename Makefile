@@ -91,6 +91,10 @@ bench: setup
 
 # `make up` twice starts nothing twice: memo up finds the running supervisor's lock and says so.
 up: setup
+	@if [ "$$(id -u)" = 0 ] && [ "$$(readlink $(BIN_DIR)/memo 2>/dev/null)" != "$(CURDIR)/$(VENV)/bin/memo" ]; then \
+	  if [ -e $(BIN_DIR)/memo ] && [ ! -L $(BIN_DIR)/memo ]; then echo "up: $(BIN_DIR)/memo exists and is not MEMO's link: left alone"; \
+	  else ln -sfn $(CURDIR)/$(VENV)/bin/memo $(BIN_DIR)/memo && echo "up: memo is on PATH ($(BIN_DIR)/memo -> $(VENV)/bin/memo)"; fi; \
+	fi
 	@$(VENV)/bin/memo up
 
 down:

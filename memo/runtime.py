@@ -147,12 +147,19 @@ def take_lock(run: RunDir) -> int | None:
     """An fd holding the supervisor lock (the kernel releases it when this process dies), or None if
     another supervisor holds it."""
     run.make()
-    fd = os.open(run.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    while True:
+        fd = os.open(run.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:  # the supervisor that held it removes the file as it exits: a lock on that one is no lock
+            if os.stat(run.lock_file).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
         os.close(fd)
-        return None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd

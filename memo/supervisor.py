@@ -269,7 +269,11 @@ def main() -> int:
         print(f"memo-supervisor: another supervisor runs in {sup.run.root}", file=sys.stderr)
         return 3
     write_pid(sup.run.pid_file(SUPERVISOR), os.getpid())
-    return sup.serve()
+    try:
+        return sup.serve()
+    finally:
+        sup.run.lock_file.unlink(missing_ok=True)  # still held: a supervisor started now makes a new one
+        os.close(lock)
 
 
 if __name__ == "__main__":

