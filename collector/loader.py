@@ -244,7 +244,10 @@ def load(cfg: CollectorConfig, force_swap_source: str | None = None) -> Loaded:
                                            "page_fault_user": "exceptions:page_fault_user"}[faults])
     loaded = Loaded(bpf=b, swap_source=source, fault_source=faults, lock=lock)
     pin(loaded, cfg.bpf_pin_dir)
-    trim.return_compile_memory()  # the compiler's memory is never needed again
+    try:
+        trim.return_compile_memory()  # the compiler's memory is never needed again
+    except Exception as exc:  # an optimisation: never a reason not to trace
+        log.warning("could not return the compile step's memory: %s", exc)
     return loaded
 
 

@@ -71,7 +71,7 @@ class Service:
         if "lstm" in self.config.inference.models:
             from inference.predictors import lstm
 
-            lstm.train_in_worker_process().close()
+            lstm.train_inline()
         if "llm" in self.config.inference.models:
             from inference.llm import runtime
 

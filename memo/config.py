@@ -136,9 +136,12 @@ class ServicesConfig(BaseModel):
     io_weight: int = Field(
         10, ge=1, le=1000, description="I/O weight of MEMO's group (a default group has 100)")
     inference_memory_high: int = Field(
-        1536 * 1024 * 1024, ge=0, description="memory above which the kernel reclaims inference's (with its "
-        "LLM engine and LSTM trainer processes) first, bytes; 0 = none")
-    collector_memory_high: int = Field(256 * 1024 * 1024, ge=0, description="the same for the collector")
+        2048 * 1024 * 1024, ge=0, description="memory ceiling of inference with its LLM engine and LSTM "
+        "trainer processes, bytes (cgroup v2 memory.high: above it the kernel throttles and reclaims "
+        "them; v1 memory.soft_limit_in_bytes: reclaimed first under global pressure); 0 = none")
+    collector_memory_high: int = Field(
+        512 * 1024 * 1024, ge=0,
+        description="the same for the collector (its eBPF compile step needs ~250 MB)")
 
 
 class Config(BaseSettings):

@@ -18,20 +18,21 @@ PREDICTIONS_CHANGES_PATH = "/v1/predictions/changes"
 PREDICTIONS_PATH = "/v1/predictions"
 
 MAX_BATCH_EVENTS = 10_000
+"""Largest batch the inference service accepts; the collector never sends more."""
 MAX_UID = 2**32 - 2  # (uid_t)-1 is "no user"
 MAX_BYTES = 2**50  # a petabyte: more than any one action can move
 MAX_TS = 4_102_444_800.0  # 2100-01-01: later Unix times are corrupt
 
 
-def _printable(text: str) -> str:
-    """Text that crosses a boundary: no control characters, no lone surrogates (unstorable in UTF-8)."""
-    if any(ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in text):
-        raise ValueError("control characters or unpaired surrogates")
+def _storable(text: str) -> str:
+    """Text that crosses a boundary into the store: no NUL, no lone surrogate (unstorable in UTF-8).
+    Other control characters are legal in a program's path, so they pass (and are escaped on display)."""
+    if any(c == "\0" or 0xD800 <= ord(c) <= 0xDFFF for c in text):
+        raise ValueError("NUL or unpaired surrogate")
     return text
 
 
-PrintableName = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_printable)]
-"""Largest batch the inference service accepts; the collector never sends more."""
+StorableName = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_storable)]
 
 
 class _Record(BaseModel):
@@ -198,7 +199,7 @@ class FeedbackItem(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    app: PrintableName
+    app: StorableName
     uid: int = Field(ge=0, le=MAX_UID)
     action: Literal["pagecache", "swapin", "swappiness"]
     ts: float = Field(ge=0, le=MAX_TS, allow_inf_nan=False, description="Unix time (s) of the action")

@@ -3,9 +3,10 @@
 Under `memo up` the supervisor puts each service in <hierarchy>/memo/<service>: the `memo` group has a
 low CPU weight and a low I/O weight (a tenth of a default group's: MEMO gets the CPU and the disk that
 the user's programs leave, and all it needs when they are idle), and the services that learn
-(inference with its engine and trainer processes, the collector) get a memory ceiling that makes the
-kernel reclaim their memory before anybody else's. The prefetcher has none: the page cache it fills is
-charged to it and belongs to the programs it was read for.
+(inference with its engine and trainer processes, the collector) get a memory ceiling: on cgroup v2
+memory.high (above it the kernel throttles the group and reclaims its memory), on v1 a soft limit
+(under global pressure the kernel reclaims from the groups above theirs first). The prefetcher has
+none: the page cache it fills is charged to it and belongs to the programs it was read for.
 
 cgroup v2 where the controller is enabled there: cpu.weight, io.weight, memory.high. cgroup v1
 otherwise (this machine: v1 cpu, blkio and memory, an empty v2 hierarchy beside them): cpu.shares,
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,11 +130,12 @@ class Placement:
             elif not _write(top / "blkio.bfq.weight", str(self.io_weight)):
                 _write(top / "blkio.weight", str(max(10, self.io_weight)))
         else:
-            for s in services:
+            for s in services:  # 0: no ceiling (also over what an earlier run left in the group)
                 high = self.memory_high.get(s, 0)
-                if high > 0:
-                    name = "memory.high" if h.version == 2 else "memory.soft_limit_in_bytes"
-                    _write(top / s / name, str(high))
+                if h.version == 2:
+                    _write(top / s / "memory.high", str(high) if high > 0 else "max")
+                else:
+                    _write(top / s / "memory.soft_limit_in_bytes", str(high) if high > 0 else "-1")
 
     def enter(self, service: str) -> None:
         """Move the calling process into the service's groups (run in the child before exec)."""
@@ -143,8 +146,14 @@ class Placement:
         """controller -> the service's cgroup directory (for `memo status` and tests)."""
         return {c: str(self.group(h) / service) for c, h in self.hier.items()}
 
-    def remove(self) -> None:
-        """Remove the groups once the services have stopped (a group with processes stays)."""
+    def remove(self, wait_s: float = 3.0) -> None:
+        """Remove the groups once the services have stopped (their children, killed with them, may take
+        a moment to go; a group that still holds processes after ``wait_s`` stays)."""
+        deadline = time.monotonic() + wait_s
+        for h in self.hier.values():
+            for d in self.group(h).glob("*/"):
+                while time.monotonic() < deadline and _procs(d):
+                    time.sleep(0.1)
         for h in self.hier.values():
             top = self.group(h)
             for d in sorted(top.glob("*/"), reverse=True) if top.is_dir() else []:
@@ -153,6 +162,13 @@ class Placement:
                         d.rmdir()
             with contextlib.suppress(OSError):
                 top.rmdir()
+
+
+def _procs(d: Path) -> bool:
+    try:
+        return bool((d / "cgroup.procs").read_text().split())
+    except OSError:
+        return False
 
 
 def usable() -> bool:

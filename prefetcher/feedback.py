@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from memo.contract import FeedbackBatch, FeedbackItem
 from prefetcher import pagecache, swapin
 
@@ -99,7 +101,11 @@ class FeedbackTracker:
         now = time.time() if now is None else now
         still: list[Pending] = []
         for p in self.pending:
-            item = self._resolve(p, now)
+            try:
+                item = self._resolve(p, now)
+            except ValidationError as exc:  # an app name or figure the contract refuses: that item only
+                log.warning("feedback on %r dropped: %s", p.app, exc.errors()[0].get("msg", exc))
+                continue
             if item is None:
                 still.append(p)
             else:

@@ -96,19 +96,22 @@ class EngineBackend:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        """The engine's pid while it runs; None once it exited or was closed."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
 
     def _reply(self, timeout_s: float) -> dict[str, Any]:
         """The engine's next line; RuntimeError when it exits or stays silent past ``timeout_s``."""
-        assert self._proc is not None and self._proc.stdout is not None
-        fd, deadline = self._proc.stdout.fileno(), time.monotonic() + timeout_s
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None
+        fd, deadline = proc.stdout.fileno(), time.monotonic() + timeout_s
         while b"\n" not in self._buf:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
                 raise RuntimeError(f"the vLLM engine gave no answer within {timeout_s:.0f} s")
             chunk = os.read(fd, 1 << 16)
             if not chunk:
-                raise RuntimeError(f"the vLLM engine exited (status {self._proc.wait()})")
+                raise RuntimeError(f"the vLLM engine exited (status {proc.wait()})")
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
         return json.loads(line)
@@ -117,9 +120,13 @@ class EngineBackend:
         with self._lock:
             if self._proc is None or self._proc.stdin is None:
                 raise RuntimeError("the vLLM engine is closed")
-            self._proc.stdin.write((json.dumps({"prompt": prompt}) + "\n").encode())
-            self._proc.stdin.flush()
-            reply = self._reply(timeout_s)
+            try:
+                self._proc.stdin.write((json.dumps({"prompt": prompt}) + "\n").encode())
+                self._proc.stdin.flush()
+                reply = self._reply(timeout_s)
+            except (OSError, RuntimeError):
+                self.close()  # dead or stuck: its late answer would be taken for the next prompt's
+                raise
         if "top" not in reply:
             raise RuntimeError(f"the vLLM engine failed: {reply.get('error', reply)}")
         return {str(k): float(v) for k, v in reply["top"].items()}

