@@ -14,6 +14,8 @@ import gc
 import logging
 from pathlib import Path
 
+from memo import helpers
+
 log = logging.getLogger(__name__)
 
 MADV_DONTNEED = 4
@@ -45,17 +47,9 @@ def droppable(smaps: str, prefixes: tuple[str, ...] = COMPILER_LIBS) -> list[tup
     return out
 
 
-def pss_kb() -> int:
-    try:
-        text = Path("/proc/self/smaps_rollup").read_text()
-        return next(int(line.split()[1]) for line in text.splitlines() if line.startswith("Pss:"))
-    except (OSError, StopIteration, ValueError):
-        return 0
-
-
 def return_compile_memory() -> int:
     """Trim the heap and drop the compiler's code pages; the bytes of mappings dropped."""
-    before = pss_kb()
+    before = helpers.pss_kb()
     gc.collect()
     libc = _libc()
     libc.malloc_trim(0)
@@ -68,6 +62,7 @@ def return_compile_memory() -> int:
     for lo, hi in spans:
         if libc.madvise(lo, hi - lo, MADV_DONTNEED) == 0:
             dropped += hi - lo
-    log.info("returned %d MB of the compile step's memory (PSS now %d MB)",
-             (before - pss_kb()) // 1024, pss_kb() // 1024)
+    after = helpers.pss_kb()
+    log.info("returned %d MB of the compile step's memory (PSS now %d MB)", (before - after) // 1024,
+             after // 1024)
     return dropped

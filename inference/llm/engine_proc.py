@@ -20,13 +20,11 @@ import ctypes
 import gc
 import json
 import os
-import signal
 import sys
 
+from memo import helpers
+
 TOP = 20
-_PR_SET_PDEATHSIG = 1
-IOPRIO_IDLE = 3 << 13  # IOPRIO_CLASS_IDLE in the class bits of an ioprio value
-_IOPRIO_SET, _IOPRIO_WHO_PROCESS = 251, 1  # x86_64 syscall number
 
 
 def _protocol_channel() -> int:
@@ -37,23 +35,6 @@ def _protocol_channel() -> int:
     return fd
 
 
-def _bind_to_parent(parent: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the prctl took effect
-        os._exit(1)
-    os.setpriority(os.PRIO_PROCESS, 0, 19)
-    libc.syscall(_IOPRIO_SET, _IOPRIO_WHO_PROCESS, 0, IOPRIO_IDLE)
-
-
-def _pss_mb() -> int:
-    try:
-        with open("/proc/self/smaps_rollup") as f:
-            return next(int(line.split()[1]) // 1024 for line in f if line.startswith("Pss:"))
-    except (OSError, StopIteration, ValueError):
-        return -1
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, help="a converted model directory")
@@ -62,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parent", type=int, default=os.getppid(), help="die with this pid")
     args = ap.parse_args(argv)
     out = _protocol_channel()
-    _bind_to_parent(args.parent)
+    if not helpers.bind_to_parent(args.parent):  # the service died before the prctl took effect
+        return 1
+    helpers.lowest_priority()
 
     def say(obj: dict[str, object]) -> None:
         os.write(out, (json.dumps(obj) + "\n").encode())
@@ -85,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     gc.collect()
     ctypes.CDLL(None).malloc_trim(0)  # loading leaves ~100 MB of freed heap behind
-    say({"ready": True, "pss_mb": _pss_mb()})
+    say({"ready": True, "pss_mb": helpers.pss_kb() // 1024})
     for line in sys.stdin:
         try:
             prompt = json.loads(line)["prompt"]

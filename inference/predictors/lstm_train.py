@@ -12,11 +12,9 @@ this file's code, in processes of the same service); a request is train_round's 
 
 from __future__ import annotations
 
-import ctypes
 import os
 import pickle
 import select
-import signal
 import sys
 from typing import Any
 
@@ -25,6 +23,7 @@ import torch
 from torch import nn
 
 from inference.predictors.lstm import DROPOUT, EMBED, HIDDEN, LR, N_TIME, read_frame, write_frame
+from memo import helpers
 
 # The nets are tiny: torch's intra-op threads would only take the second core from the user's launch.
 torch.set_num_threads(1)
@@ -137,17 +136,12 @@ def train_round(req: dict[str, Any]) -> dict[str, Any]:
 
 # -- the worker process ------------------------------------------------------------------------------
 IDLE_EXIT_S = 60.0
-_PR_SET_PDEATHSIG = 1
-_IOPRIO_SET, _IOPRIO_WHO_PROCESS, _IOPRIO_IDLE = 251, 1, 3 << 13
 
 
 def main() -> int:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the service
-    if len(sys.argv) > 1 and os.getppid() != int(sys.argv[1]):
+    if len(sys.argv) > 1 and not helpers.bind_to_parent(int(sys.argv[1])):  # never outlive the service
         return 1
-    os.setpriority(os.PRIO_PROCESS, 0, 19)
-    libc.syscall(_IOPRIO_SET, _IOPRIO_WHO_PROCESS, 0, _IOPRIO_IDLE)
+    helpers.lowest_priority()
     rfd, wfd = sys.stdin.fileno(), os.dup(sys.stdout.fileno())
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints cannot corrupt the channel
     while select.select([rfd], [], [], IDLE_EXIT_S)[0]:

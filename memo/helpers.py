@@ -1,0 +1,38 @@
+"""How MEMO's helper processes (the LLM engine, the LSTM trainer) run: below the user's programs, never
+past the service that started them, and what they hold.
+
+PR_SET_PDEATHSIG fires when the *thread* that started the child ends, not only the process: a parent
+must start such a child from a thread that lives as long as the child should.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+
+NICE = 19
+_PR_SET_PDEATHSIG = 1
+_IOPRIO_SET, _IOPRIO_WHO_PROCESS = 251, 1  # x86_64 syscall number
+IOPRIO_IDLE = 3 << 13  # IOPRIO_CLASS_IDLE in the class bits of an ioprio value
+
+
+def bind_to_parent(parent: int) -> bool:
+    """SIGKILL this process when its parent goes; False if ``parent`` is already gone (then exit)."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    return os.getppid() == parent
+
+
+def lowest_priority() -> None:
+    """Nice 19 and the idle I/O class: this process gets only what the user's programs leave."""
+    os.setpriority(os.PRIO_PROCESS, 0, NICE)
+    ctypes.CDLL(None, use_errno=True).syscall(_IOPRIO_SET, _IOPRIO_WHO_PROCESS, 0, IOPRIO_IDLE)
+
+
+def pss_kb(pid: int | str = "self") -> int:
+    """Proportional set size of a process (kB; 0 if unreadable), from /proc/PID/smaps_rollup."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+    except (OSError, StopIteration, ValueError):
+        return 0
