@@ -85,7 +85,8 @@ class InferenceConfig(BaseModel):
 
 class LLMConfig(BaseModel):
     backend: Literal["auto", "engine", "remote", "off"] = Field(
-        "auto", description="auto = in-process vLLM engine when installed, else off")
+        "auto", description="auto = the vLLM engine (a child process of inference) when installed, else off; "
+        "used only when inference.models lists \"llm\"")
     model: str = Field("", description="model directory or name; empty = the converted SmolLM2")
     url: str = Field("", description="remote vLLM OpenAI-compatible server, for backend=remote")
     timeout_s: float = Field(5.0, gt=0, description="an LLM call slower than this is dropped")
