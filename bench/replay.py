@@ -145,6 +145,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from memo import helpers  # noqa: E402
 from tests.lab import meminfo, swapfile  # noqa: E402
 
 VENV_PY = REPO / ".venv" / "bin" / "python"
@@ -816,13 +817,7 @@ class Sampler(threading.Thread):
 
     @staticmethod
     def _pss(pid: int) -> int:
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return 0
+        return helpers.pss_kb(pid) * 1024
 
     def sample(self) -> Usage:
         with self.lock:

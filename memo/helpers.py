@@ -10,6 +10,8 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
+import sys
 
 NICE = 19
 _PR_SET_PDEATHSIG = 1
@@ -36,3 +38,29 @@ def pss_kb(pid: int | str = "self") -> int:
             return next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
     except (OSError, StopIteration, ValueError):
         return 0
+
+
+def protocol_channel() -> int:
+    """A private copy of stdout for a helper's protocol with its parent; fd 1 (and sys.stdout) become
+    stderr, so that whatever a library prints cannot corrupt the channel."""
+    fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return fd
+
+
+def end_child(proc: subprocess.Popen[bytes], grace_s: float = 0.0) -> None:
+    """End a helper that holds nothing to save: SIGTERM and ``grace_s`` to go (0: SIGKILL at once), then
+    SIGKILL; reaped, its pipes closed."""
+    if grace_s > 0:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for f in (proc.stdin, proc.stdout):
+        if f is not None:
+            f.close()

@@ -304,8 +304,7 @@ class Prefetcher:
         self.plan_reads = 0
         self.evictions.happened()  # evictions before this read are behind it
         self._read_plan(report, budget)
-        self._restore_unpredicted(now)
-        return report
+        return report  # holds that ran out are given back by step(), after every round or wait
 
     def _read_plan(self, report: CycleReport, budget: Budget) -> None:
         self._stopped_for_launch = False

@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from memo import helpers
+
 log = logging.getLogger(__name__)
 
 TOP = 20  # logprobs returned per call: one per candidate label
@@ -133,17 +135,8 @@ class EngineBackend:
 
     def close(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        proc.terminate()  # nothing to save: SIGTERM and, if it lingers, SIGKILL
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for f in (proc.stdin, proc.stdout):
-            if f is not None:
-                f.close()
+        if proc is not None:
+            helpers.end_child(proc, grace_s=5.0)
 
 
 class RemoteBackend:

@@ -27,14 +27,6 @@ from memo import helpers
 TOP = 20
 
 
-def _protocol_channel() -> int:
-    """A private copy of stdout for the protocol; fd 1 becomes stderr so library prints cannot corrupt it."""
-    fd = os.dup(1)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    return fd
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, help="a converted model directory")
@@ -42,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-model-len", type=int, default=512, help="longest prompt, tokens")
     ap.add_argument("--parent", type=int, default=os.getppid(), help="die with this pid")
     args = ap.parse_args(argv)
-    out = _protocol_channel()
+    out = helpers.protocol_channel()
     if not helpers.bind_to_parent(args.parent):  # the service died before the prctl took effect
         return 1
     helpers.lowest_priority()

@@ -39,6 +39,7 @@ import numpy as np
 
 from inference.predictors.base import Context, Launch, Predictor, Scored, top_scored
 from inference.predictors.population import Population
+from memo import helpers
 
 WINDOW = 12  # launches the model reads (training windows have the same length)
 HISTORY = 2048  # recent launches a training round learns from
@@ -180,11 +181,7 @@ class ProcessTrainer:
     def _kill(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
-            proc.kill()
-            proc.wait()
-            for f in (proc.stdin, proc.stdout):
-                if f is not None:
-                    f.close()
+            helpers.end_child(proc)
 
     def close(self) -> None:
         """Stop for good (the service stops): the worker is killed; a round in progress fails."""

@@ -12,7 +12,6 @@ this file's code, in processes of the same service); a request is train_round's 
 
 from __future__ import annotations
 
-import os
 import pickle
 import select
 import sys
@@ -142,8 +141,7 @@ def main() -> int:
     if len(sys.argv) > 1 and not helpers.bind_to_parent(int(sys.argv[1])):  # never outlive the service
         return 1
     helpers.lowest_priority()
-    rfd, wfd = sys.stdin.fileno(), os.dup(sys.stdout.fileno())
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints cannot corrupt the channel
+    rfd, wfd = sys.stdin.fileno(), helpers.protocol_channel()
     while select.select([rfd], [], [], IDLE_EXIT_S)[0]:
         frame = read_frame(rfd)
         if frame is None:
