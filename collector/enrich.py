@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-from memo.contract import ExecEvent, PageCacheEvent
+from memo.contract import MAX_ARG_CHARS, MAX_ARGS, MAX_PATH, ExecEvent, PageCacheEvent, is_file_path
 
 PROC = Path("/proc")
 MAX_FILES = 65536
@@ -31,16 +31,35 @@ def _read(path: Path) -> bytes:
         return b""
 
 
-def exe(pid: int) -> str:
+def _link(path: str) -> str:
+    """A /proc link's target as text the contract accepts: a name that is not UTF-8 gets U+FFFD where
+    its odd bytes were (os.readlink's surrogate escapes cannot be stored); "" when unreadable."""
     try:
-        return os.readlink(PROC / str(pid) / "exe")
+        return os.fsencode(os.readlink(path)).decode("utf-8", "replace")
     except OSError:
         return ""
 
 
+def exe(pid: int) -> str:
+    return _link(f"/proc/{pid}/exe")
+
+
+def absolute(filename: str, *pids: int) -> str:
+    """A relative exec'd name made absolute when /proc/PID/exe is gone (a short-lived process): against
+    the process's cwd, else its parent's (a shell's `./tool` resolves there, and the shell usually
+    outlives it). "" when no cwd can be read: the app is then never stored under a relative name."""
+    for pid in pids:
+        cwd = _link(f"/proc/{pid}/cwd")
+        if cwd.startswith("/"):
+            return os.path.normpath(os.path.join(cwd, filename))
+    return ""
+
+
 def argv(pid: int) -> list[str]:
+    """The command line, cut to what the contract carries (MAX_ARGS entries of MAX_ARG_CHARS)."""
     raw = _read(PROC / str(pid) / "cmdline")
-    return [a.decode("utf-8", "replace") for a in raw.split(b"\0")[:-1]] if raw else []
+    args = raw.split(b"\0")[:-1][:MAX_ARGS] if raw else []
+    return [a.decode("utf-8", "replace")[:MAX_ARG_CHARS] for a in args]
 
 
 def cgroup_path(pid: int) -> str:
@@ -52,7 +71,7 @@ def cgroup_path(pid: int) -> str:
         if len(parts) == 3:
             for ctl in parts[1].split(",") or [""]:
                 by_ctl[ctl] = parts[2]
-    return by_ctl.get("memory") or by_ctl.get("", "")
+    return (by_ctl.get("memory") or by_ctl.get("", ""))[:MAX_PATH]
 
 
 class FileIndex:
@@ -70,24 +89,30 @@ class FileIndex:
             self._paths.popitem(last=False)
 
     def learn_open(self, pid: int, fd: int, filename: str) -> None:
-        """A file opened by pid. Two self-consistent guesses, both kept: what the fd points to now
-        (it may have been closed and reused since), and the name it was opened by (resolved
-        against the process's cwd; the file may have been renamed since)."""
-        fd_link = PROC / str(pid) / "fd" / str(fd)
+        """A file opened by pid. Two self-consistent guesses: the name it was opened by (resolved
+        against the process's cwd; the file may have been renamed since), and what the fd points to
+        now (it may have been closed and reused since). For the same file the fd's name wins: it is
+        the kernel's, without links, which is what the prefetcher opens. When both agree, one stat
+        serves: opens in a launch window are thousands, each one record to resolve."""
+        fd_link = f"/proc/{pid}/fd/{fd}"
+        real, real_key = "", None
         try:
-            real = os.readlink(fd_link)
+            real = os.readlink(fd_link).removesuffix(" (deleted)")
             st = os.stat(fd_link)
-            if real.startswith("/"):
-                self._put((kernel_dev(st.st_dev), st.st_ino), real.removesuffix(" (deleted)"))
+            real_key = (kernel_dev(st.st_dev), st.st_ino)
         except OSError:
             pass
         try:
             if not filename.startswith("/"):
-                filename = os.path.join(os.readlink(PROC / str(pid) / "cwd"), filename)
-            st = os.stat(filename)
-            self._put((kernel_dev(st.st_dev), st.st_ino), os.path.normpath(filename))
+                filename = os.path.join(os.readlink(f"/proc/{pid}/cwd"), filename)
+            filename = os.path.normpath(filename)
+            if filename != real:
+                st = os.stat(filename)
+                self._put((kernel_dev(st.st_dev), st.st_ino), filename)
         except OSError:
             pass
+        if real_key is not None and real.startswith("/"):
+            self._put(real_key, real)
 
     def learn_file(self, path: str) -> None:
         """A file known by name (an exec'd binary: execve reads it without an openat)."""
@@ -125,11 +150,13 @@ class Enricher:
     def exec(self, ev: ExecEvent) -> ExecEvent:
         """Fill exe, argv, cgroup; learn the new image's files (binary, loader, libraries mapped so
         far), whose pages execve itself reads before any openat could name them."""
-        path = exe(ev.pid)
+        path = exe(ev.pid) or (absolute(ev.filename, ev.pid, ev.ppid) if not ev.filename.startswith("/") else "")
+        cwd = _link(f"/proc/{ev.pid}/cwd")
         self.files.learn_file(path or ev.filename)
         self.files.learn_maps(ev.pid, force=True)
         return ev.model_copy(update={
             "exe": path, "argv": argv(ev.pid), "cgroup_path": cgroup_path(ev.pid),
+            "cwd": cwd if cwd.startswith("/") and len(cwd) <= MAX_PATH else "",
             "wall_ts": wall_time(ev.ts_ns)})
 
     def pagecache(self, ev: PageCacheEvent) -> PageCacheEvent:
@@ -137,7 +164,9 @@ class Enricher:
         if not path:
             self.files.learn_maps(ev.pid)
             path = self.files.path(ev.dev, ev.ino)
-        return ev.model_copy(update={"path": path}) if path else ev
+        # A name the contract refuses (a control character, a file under /dev/shm) stays unknown: one
+        # odd file must not make the whole batch invalid.
+        return ev.model_copy(update={"path": path}) if path and is_file_path(path) else ev
 
 
 def wall_time(ts_ns: int) -> float:

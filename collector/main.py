@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import signal
 import socket
@@ -17,9 +18,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from memo import config as memo_config
-from memo import logs
+from memo import helpers, logs
 
 if TYPE_CHECKING:
+    from collector.sinks import ServiceSink
     from collector.sources import Source
 
 EXAMPLES = """\
@@ -70,11 +72,26 @@ def _open_source(args: argparse.Namespace, cfg: memo_config.Config) -> Source:
     return sources.ProcConnectorSource()
 
 
+def _record_downtime(src: Source, sink: ServiceSink) -> None:
+    """Programs started since the previous run stopped (and still running) become exec records."""
+    from collector import rescan
+
+    assert sink.last_run_ns is not None
+    missed = rescan.missed_execs(sink.last_run_ns, time.monotonic_ns(), skip=frozenset({os.getpid()}))
+    if not missed:
+        return
+    enricher = getattr(src, "enricher", None)
+    sink.emit([enricher.exec(ev) for ev in missed] if enricher is not None else missed)
+    log.info("%d programs started while the collector was down (%.0f s): recorded from /proc", len(missed),
+             (time.monotonic_ns() - sink.last_run_ns) / 1e9)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = memo_config.load()
     if args.keep_pins:
         cfg.collector.keep_pins = True
+    helpers.private_files()
     logs.setup("memo-collector", cfg.log_level)
     from collector import sinks
 
@@ -98,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         timer = threading.Timer(args.duration, stop.set)
         timer.daemon = True
         timer.start()
+    if isinstance(sink, sinks.ServiceSink) and sink.last_run_ns is not None:
+        _record_downtime(src, sink)
     log.info("ready")
     started = time.monotonic()
     try:

@@ -6,10 +6,11 @@ by tests/collector/test_contract.py.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any
 
-from memo.contract import ExecEvent, ExitEvent, ForkEvent, PageCacheEvent, SwapinEvent
+from memo.contract import MAX_RANGE_PAGES, ExecEvent, ExitEvent, ForkEvent, PageCacheEvent, SwapinEvent
 
 
 def _str(raw: bytes) -> str:
@@ -32,13 +33,19 @@ def exit_event(r: Any) -> ExitEvent:
 
 def pagecache_event(r: Any) -> PageCacheEvent:
     return PageCacheEvent(ts_ns=r.ts_ns, pid=r.pid, dev=r.dev, ino=r.ino, index=r.index,
-                          nr_pages=max(1, r.nr_pages))
+                          nr_pages=min(max(1, r.nr_pages), MAX_RANGE_PAGES))
 
 
-def usage_events(key: Any, value: Any, chunk_shift: int = 6) -> list[PageCacheEvent]:
+USAGE_KEY = struct.Struct("=QQII")  # struct memo_usage_key: ino, chunk, pid, dev
+USAGE_VALUE = struct.Struct("=QQ")  # struct memo_usage: first_ns, bits
+"""The `usage` map's C structs as the sweep reads them in bulk (checked against bcc's view at load)."""
+
+
+def usage_events(pid: int, dev: int, ino: int, chunk: int, first_ns: int, bits: int, chunk_shift: int = 6
+                 ) -> list[PageCacheEvent]:
     """One `usage` map entry (a chunk's bitmap of used pages) -> a pagecache record per run of pages."""
     out: list[PageCacheEvent] = []
-    bits, base, i = int(value.bits), int(key.chunk) << chunk_shift, 0
+    base, i = chunk << chunk_shift, 0
     while bits:
         if not bits & 1:
             skip = (bits & -bits).bit_length() - 1  # zeros up to the next used page
@@ -46,8 +53,7 @@ def usage_events(key: Any, value: Any, chunk_shift: int = 6) -> list[PageCacheEv
             i += skip
             continue
         run = (~bits & (bits + 1)).bit_length() - 1  # ones in a row from here
-        out.append(PageCacheEvent(ts_ns=value.first_ns, pid=key.pid, dev=key.dev, ino=key.ino,
-                                  index=base + i, nr_pages=run))
+        out.append(PageCacheEvent(ts_ns=first_ns, pid=pid, dev=dev, ino=ino, index=base + i, nr_pages=run))
         bits >>= run
         i += run
     return out

@@ -8,10 +8,11 @@ import sys
 from typing import TextIO
 
 from collector.batch import Batcher
+from collector.rescan import Heartbeat
 from collector.sender import Sender
 from collector.spool import Spool
 from memo.config import Config
-from memo.contract import Event
+from memo.contract import Event, ExecEvent
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,11 @@ class ServiceSink:
     def __init__(self, cfg: Config, source_id: str, drain_s: float = 5.0) -> None:
         self.spool = Spool(cfg.paths.data_dir, source_id, cfg.collector.spool_max_bytes)
         self.sender = Sender(self.spool, cfg.paths.socket)
-        self.batcher = Batcher(self._seal, cfg.collector.batch_max_events, cfg.collector.flush_interval_s)
+        self.batcher = Batcher(self._seal, cfg.collector.batch_max_events, cfg.collector.flush_interval_s,
+                               cfg.collector.bulk_flush_s, urgent=lambda ev: isinstance(ev, ExecEvent))
         self.drain_s = drain_s
+        self.heartbeat = Heartbeat(self.spool.dir / "heartbeat.json")
+        self.last_run_ns = self.heartbeat.last()  # when the previous run stopped (this boot), if known
         self.batches = 0
         self.events = 0
         self.sender.start()
@@ -64,8 +68,10 @@ class ServiceSink:
 
     def tick(self) -> None:
         self.batcher.tick()
+        self.heartbeat.beat()
 
     def close(self) -> None:
+        self.heartbeat.beat(force=True)
         self.batcher.flush()
         self.sender.drain(self.drain_s)
         log.info("done: sealed batches=%d events=%d delivered batches=%d events=%d duplicates=%d "

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from collector import enrich, loader, records
+from collector import enrich, loader, maps, records
 from collector.batch import coalesce
 from memo.config import CollectorConfig
 from memo.contract import Event, ExecEvent, ExitEvent, FaultsEvent, ForkEvent, LostEvent, PageCacheEvent
@@ -29,9 +29,10 @@ costs four wake-ups a second instead of one per flush interval."""
 NAME_WAIT_NS = 500_000_000
 """How long a page-cache record without a file name waits for the open or exec record that names it
 (they travel in other ring buffers and can land in a later poll round)."""
-USAGE_SWEEP_S = 1.0
-"""How often the `usage` map is drained of the chunks whose launch window is over or whose process has
-exited, while launches happened recently (an idle machine has nothing there, and is not swept)."""
+LOST_SWEEP_S = 1.0
+USAGE_SWEEP_S = 2.0
+"""Shortest time between two sweeps of the `usage` map, which run only while launches happened lately
+(an idle machine has nothing there), and then only when a chunk is due or a launched process exited."""
 
 
 class Source(Protocol):
@@ -53,7 +54,9 @@ class BPFSource:
         self._lost_seen = 0
         self._window_ns = int(cfg.launch_window_s * 1e9)
         self._last_exec_ns = time.monotonic_ns()
-        self._exited: set[int] = set()  # pids whose exit record came since the last usage sweep
+        self._launched: dict[int, int] = {}  # pid -> exec/fork time, since the launches went quiet
+        self._exited: set[int] = set()  # of those, pids whose exit record came since the last sweep
+        self._usage_due_ns = 0  # when the oldest chunk in `usage` is due (0: unknown, sweep)
         self._last_emit = 0.0  # monotonic time of the last events handed on
         b = self.loaded.bpf
         for ring, convert in records.CONVERTERS.items():
@@ -107,27 +110,36 @@ class BPFSource:
     def _sweep_usage(self, final: bool = False) -> list[Event]:
         """Pagecache records of the `usage` chunks whose launch window is over or whose process has
         exited (every chunk when final), deleted from the map as they are taken: the drain runs after a
-        launch, not during it."""
+        launch, not during it. Also notes when the next sweep is worth its read of the whole map."""
         table = self.loaded.bpf["usage"]
-        due = time.monotonic_ns() - self._window_ns
+        now = time.monotonic_ns()
+        due = now - self._window_ns
         exited, self._exited = self._exited, set()
         out: list[Event] = []
-        taken = []
-        for k, v in table.items():
-            if final or v.first_ns <= due or k.pid in exited:
-                taken.append(k)
-                out.extend(records.usage_events(k, v))
-        for k in taken:
-            try:
-                del table[k]
-            except KeyError:
-                pass
+        taken: list[bytes] = []
+        oldest_left = now
+        keys, values, _ = maps.read(table)
+        ksize = records.USAGE_KEY.size
+        for i, ((ino, chunk, pid, dev), (first_ns, bits)) in enumerate(
+                zip(records.USAGE_KEY.iter_unpack(keys), records.USAGE_VALUE.iter_unpack(values))):
+            if final or first_ns <= due or pid in exited:
+                taken.append(keys[i * ksize:(i + 1) * ksize])
+                out.extend(records.usage_events(pid, dev, ino, chunk, first_ns, bits))
+            else:
+                oldest_left = min(oldest_left, first_ns)
+        maps.delete(table, b"".join(taken))
+        # A chunk left now is due a window after its first use; one made after this sweep, later still.
+        self._usage_due_ns = oldest_left + self._window_ns
         return out
 
-    def _usage_pending(self, now_ns: int) -> bool:
-        """Whether `usage` may hold chunks: only launches fill it, a chunk first used late in a window
-        drains a window after that."""
-        return now_ns - self._last_exec_ns <= 2 * self._window_ns + int(3 * USAGE_SWEEP_S * 1e9)
+    def _usage_sweep_due(self, now_ns: int) -> bool:
+        """Whether to read `usage` now: only launches fill it, so only while one happened lately; then
+        when its oldest chunk is due, or a launched process exited (its chunks need not wait)."""
+        if now_ns - self._last_exec_ns > 2 * self._window_ns + int(3 * USAGE_SWEEP_S * 1e9):
+            self._exited.clear()
+            self._launched.clear()
+            return False
+        return now_ns >= self._usage_due_ns or bool(self._exited)
 
     def lost_total(self) -> int:
         return int(self.loaded.bpf["lost"].sum(0).value)
@@ -149,7 +161,11 @@ class BPFSource:
         execs = [ev.ts_ns for ev in events if isinstance(ev, ExecEvent)]
         if execs:
             self._last_exec_ns = max(self._last_exec_ns, execs[-1])
-        self._exited.update(ev.pid for ev in events if isinstance(ev, ExitEvent))
+        for ev in events:
+            if isinstance(ev, ExecEvent | ForkEvent):
+                self._launched[ev.pid] = ev.ts_ns
+            elif isinstance(ev, ExitEvent) and self._launched.pop(ev.pid, None) is not None:
+                self._exited.add(ev.pid)
         # Execs first: execve reads the binary's pages before its exec record, and learning the
         # exec'd files is what names those pages.
         events = [self.enricher.exec(ev) if isinstance(ev, ExecEvent) else ev for ev in events]
@@ -174,21 +190,22 @@ class BPFSource:
         busy_ms = max(1, min(POLL_MS, int(self.cfg.flush_interval_s * 1000)))
         next_faults = time.monotonic() + self.cfg.faults_interval_s
         next_usage = time.monotonic() + USAGE_SWEEP_S
+        next_lost = 0.0
         while not stop.is_set():
             busy = self._pending or self._held or \
                 time.monotonic() - self._last_emit < 2 * self.cfg.flush_interval_s
             b.ring_buffer_poll(busy_ms if busy else POLL_IDLE_MS)
-            extra = self._sweep_lost()
             now = time.monotonic()
+            extra: list[Event] = []
+            if now >= next_lost:  # a per-CPU map read: once a second, not every poll round
+                next_lost = now + LOST_SWEEP_S
+                extra += self._sweep_lost()
             if now >= next_faults:
                 next_faults += self.cfg.faults_interval_s
                 extra += self._sweep_faults()
-            if now >= next_usage:
+            if now >= next_usage and self._usage_sweep_due(time.monotonic_ns()):
                 next_usage = now + USAGE_SWEEP_S
-                if self._usage_pending(time.monotonic_ns()):
-                    extra += self._sweep_usage()
-                else:
-                    self._exited.clear()  # no launch lately: nothing of theirs waits in `usage`
+                extra += self._sweep_usage()
             self._drain(emit, extra)
             tick()
         b.ring_buffer_consume()

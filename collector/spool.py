@@ -47,7 +47,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
 class Spool:
     def __init__(self, root: Path, source_id: str, max_bytes: int) -> None:
         self.dir = root / "spool" / source_id
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for d in (self.dir, self.dir.parent):
+            os.chmod(d, 0o700)  # batches hold every user's execs with their argv
         self.source_id = source_id
         self.max_bytes = max_bytes
         self._lock = threading.Lock()

@@ -1,29 +1,23 @@
 """create_app(config): the FastAPI application, its lifespan and its OpenAPI schema.
 
-``read_only`` wraps the same app for the TCP listener: only GET/HEAD/OPTIONS pass, anything else is
-refused with 405 before it reaches a route, so ingest and feedback are reachable on the Unix socket
-alone (DESIGN, security model).
+The listeners serve it wrapped for their audience (inference/access.py): the full app on
+inference.sock, each user their own data on inference-user.sock, health, metrics and docs on TCP.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from inference.api import ROUTERS
 from inference.api.events import EXTRA_SCHEMAS
 from inference.service import Service
 from memo import __version__
 from memo.config import Config
-
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
 
 def create_app(config: Config) -> FastAPI:
     @asynccontextmanager
@@ -37,7 +31,8 @@ def create_app(config: Config) -> FastAPI:
 
     app = FastAPI(title="MEMO inference", version=__version__, lifespan=lifespan,
                   description="Launch predictions, launch profiles and ingest for MEMO. Ingest and feedback "
-                              "(POST) are accepted on the Unix socket only; TCP is read-only.")
+                              "(POST) are accepted on the Unix socket inference.sock only; inference-user.sock "
+                              "answers each local user about themself; TCP serves health, metrics and docs.")
     for router in ROUTERS:
         app.include_router(router)
 
@@ -56,20 +51,3 @@ def create_app(config: Config) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
-
-
-def read_only(app: ASGIApp) -> ASGIApp:
-    """The app as the TCP listener serves it: writes refused with a message saying where to send them."""
-
-    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
-            body = json.dumps({"detail": f"{scope['method']} {scope['path']} is accepted only on the Unix "
-                                         "socket; this TCP listener is read-only", "errors": []}).encode()
-            await send({"type": "http.response.start", "status": 405,
-                        "headers": [(b"content-type", b"application/json"), (b"allow", b"GET, HEAD, OPTIONS"),
-                                    (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
-            return
-        await app(scope, receive, send)
-
-    return guarded

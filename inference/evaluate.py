@@ -229,9 +229,35 @@ def evaluate(trace: dict[str, list[tuple[str, float | None]]], models: list[str]
     }
 
 
+class _ProgressLines:
+    """Progress as a plain line every `every_s` seconds: for a log file or a pipe, where a bar's
+    carriage-return frames pile up (23 KB of them in one `memo eval` log)."""
+
+    def __init__(self, total: int, every_s: float = 30.0) -> None:
+        self.total, self.n, self.every_s = total, 0, every_s
+        self._t0 = self._last = time.monotonic()
+
+    def update(self, k: int) -> None:
+        self.n += k
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            self._last = now
+            self._say()
+
+    def _say(self) -> None:
+        print(f"memo eval: {self.n}/{self.total} launches ({100 * self.n / max(1, self.total):.0f} %), "
+              f"{time.monotonic() - self._t0:.0f} s", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self._say()
+
+
 def _progress_bar(total: int, enabled: bool) -> Any:
+    """A bar on a terminal, plain lines elsewhere, nothing when disabled."""
     from tqdm import tqdm
 
+    if enabled and not sys.stderr.isatty():
+        return _ProgressLines(total)
     return tqdm(total=total, unit="launch", desc="memo eval", file=sys.stderr, disable=not enabled,
                 smoothing=0.1, dynamic_ncols=True)
 

@@ -127,7 +127,9 @@ class Ingestor:
                                              launch.ts_ns, launch.wall_ts, launch.exe))
                             next_id += 1
                         execs.append((sid, ev.ts_ns, ev.wall_ts, ev.pid, ev.ppid, ev.uid, ev.cgroup_id,
-                                      ev.comm, ev.filename, ev.exe, json.dumps(ev.argv), ev.cgroup_path,
+                                      # argv[0] only: the arguments may hold tokens or passwords,
+                                      # and only the segmenter (above, at ingest) reads them
+                                      ev.comm, ev.filename, ev.exe, json.dumps(ev.argv[:1]), ev.cgroup_path,
                                       launch.id if launch else None))
                     elif t == "fork":
                         seg.fork(ev.pid, ev.ppid)

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from memo import config as memo_config
-from memo import logs
+from memo import helpers, logs
 
 EXAMPLES = """\
 examples:
@@ -27,6 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.parse_args(argv)
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack to the log
     config = memo_config.load()
+    helpers.private_files()
     logs.setup("memo-inference", config.log_level)
     config.paths.data_dir.mkdir(parents=True, exist_ok=True)
     from inference.server import serve  # FastAPI and the predictors load after --help

@@ -23,6 +23,8 @@ class Metrics:
         self.scored = Counter("memo_accuracy_launches", "Launches scored for prequential accuracy",
                               registry=r)
         self.users = Gauge("memo_users", "Users with a model", registry=r)
+        self.quarantined = Counter("memo_launches_quarantined", "Stored launches the models refused "
+                                   "(an implausible time, a model error): skipped, logged once", registry=r)
         self.feedback_bytes = Counter("memo_feedback_bytes", "Prefetcher feedback bytes, by kind", ["kind"],
                                       registry=r)
         self.hit_rate = Gauge("memo_feedback_hit_rate", "Used / prefetched bytes per app", ["app"],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import posixpath
 import queue
 import threading
@@ -24,7 +25,7 @@ from inference.metrics import Metrics
 from inference.predictors import Context, Launch, Population, UserModel
 from inference.segment import SHELLS, NewLaunch
 from inference.store import Store
-from memo.contract import Prediction, Predictions
+from memo.contract import MAX_TS, Prediction, Predictions
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +112,13 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 
 class Models:
     def __init__(self, store: Store, names: Sequence[str], metrics: Metrics,
-                 profile_bytes: Callable[[str], int], snapshot_every_s: float = 60.0) -> None:
+                 profile_bytes: Callable[[str], int], snapshot_every_s: float = 60.0,
+                 profile_version: Callable[[str], int] = lambda app: 0) -> None:
         self.store = store
         self.names = list(names)
         self.metrics = metrics
         self.profile_bytes = profile_bytes
+        self.profile_version = profile_version
         self.snapshot_every_s = snapshot_every_s
         self.population = Population()
         self.users: dict[int, UserModel] = {}
@@ -125,6 +128,7 @@ class Models:
         self.changes = Changes()
         self._cold: tuple[int, Ranking] | None = None  # users without a model: the population's ranking
         self.last_launch_id = 0
+        self.quarantined = 0  # launches the models refused since start (memo status shows them)
         self._queue: queue.Queue[object] = queue.Queue()
         self._lock = threading.Lock()  # users, snapshot consistency
         self._threads: list[threading.Thread] = []
@@ -250,6 +254,25 @@ class Models:
         return model
 
     def _learn(self, lid: int, uid: int, app: str, ts: float, score: bool = True) -> None:
+        """Learn one launch; one the models cannot take is quarantined, never a reason to stop: the
+        same stored row would stop every later start too (it is replayed)."""
+        if not isinstance(ts, int | float) or not math.isfinite(ts) or not 0 <= ts <= MAX_TS or not app:
+            self._quarantine(lid, uid, f"implausible launch (time {ts!r}, app {app!r})")
+            return
+        try:
+            self._learn_one(lid, uid, app, float(ts), score)
+        except Exception as exc:
+            log.debug("launch %d failed to learn", lid, exc_info=True)
+            self._quarantine(lid, uid, f"{type(exc).__name__}: {exc}")
+
+    def _quarantine(self, lid: int, uid: int, why: str) -> None:
+        self.metrics.quarantined.inc()
+        self.quarantined += 1
+        log.warning("launch %d of uid %d quarantined (skipped by the models): %s", lid, uid, why)
+        with self._lock:
+            self.last_launch_id = max(self.last_launch_id, lid)
+
+    def _learn_one(self, lid: int, uid: int, app: str, ts: float, score: bool) -> None:
         with self._lock:
             model = self._model(uid)
             if score:
@@ -333,6 +356,7 @@ class Models:
             self.metrics.model_latency.labels(op="predict").observe(time.perf_counter() - t0)
         items = [Prediction(app=app, probability=min(max(float(p), 0.0), 1.0),
                             horizon_s=self._horizon(uid, p), profile_bytes=self.profile_bytes(app),
+                            profile_version=self.profile_version(app),
                             models=dict(models))
                  for app, p, models in ranked]
         return Ranking(now, self.last_app.get(uid), items)
@@ -357,17 +381,27 @@ class Models:
         return Predictions(uid=uid, generated_at=ranking.generated_at, last_app=ranking.last_app,
                            predictions=ranking.items[:k])
 
-    def explain(self, uid: int, app: str) -> tuple[int | None, float, dict[str, float], dict[str, float]]:
-        """(rank, probability, each model's score, each model's weight) of ``app`` for ``uid``."""
+    def explain(self, uid: int, app: str) -> tuple[int | None, float, dict[str, tuple[float, int | None]],
+                                                  dict[str, dict[str, float]]]:
+        """(rank, probability, each member's (score, own rank), each member's weights) of ``app`` for
+        ``uid``. Rank, probability and scores come from the ranking GET /v1/predictions serves now, so
+        the two never disagree; an app deeper than that ranking is placed by a full ranking."""
         model = self.users.get(uid)
         if model is None:
             return None, self.population.prob(app), {}, {}
-        ranked = model.predict(Context(now=time.time()), 10_000)
+        full = model.predict(Context(now=time.time()), 10_000)
+        own: dict[str, int | None] = {}
+        for name in model.names:
+            scored = sorted(((r.models.get(name, 0.0), r.app) for r in full), key=lambda t: -t[0])
+            own[name] = next((i + 1 for i, (sc, a) in enumerate(scored) if a == app and sc > 0), None)
         weights = model_weights(model)
-        for i, r in enumerate(ranked):
-            if r.app == app:
-                return i + 1, r.probability, dict(r.models), weights
-        return None, 0.0, {n: 0.0 for n in model.names}, weights
+        served = self.cache.get(uid)
+        for items in ((served.items if served else []), full):
+            for i, r in enumerate(items):
+                if r.app == app:
+                    return (i + 1, r.probability, {n: (float(r.models.get(n, 0.0)), own.get(n)) for n in model.names},
+                            weights)
+        return None, 0.0, {n: (0.0, None) for n in model.names}, weights
 
 
 def model_weights(model: UserModel) -> dict[str, dict[str, float]]:

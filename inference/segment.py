@@ -95,7 +95,8 @@ def _family(base: str) -> str:
 
 
 def _operand(argv: Sequence[str], family: str) -> tuple[str, str | None]:
-    """('script', name) | ('eval', None) | ('module', name) | ('none', None) from an interpreter's argv."""
+    """('script', name) | ('eval', None) | ('module', name) | ('class', name) (a Java main class) |
+    ('none', None) from an interpreter's argv."""
     values = _VALUE_OPTS.get(family, frozenset())
     evals = _EVAL_OPTS.get(family, frozenset())
     args = list(argv[1:])
@@ -122,13 +123,22 @@ def _operand(argv: Sequence[str], family: str) -> tuple[str, str | None]:
         if a.startswith("-") or (family == "shell" and a.startswith("+")):
             i += 1
             continue
-        return "script", a
+        return ("class", a) if family == "java" else ("script", a)
     return "none", None
+
+
+def _absolute(name: str, cwd: str) -> str:
+    """A script's name as an app: absolute (against the exec's cwd when given relative); "" when it is
+    relative and the cwd is unknown, so that no app is ever stored under a relative name."""
+    if name.startswith("/"):
+        return posixpath.normpath(name)
+    return posixpath.normpath(posixpath.join(cwd, name)) if cwd else ""
 
 
 def identify(ev: ExecEvent, wrappers: frozenset[str] = WRAPPERS) -> Identity:
     """What program an exec started, and what kind of thing it is."""
-    exe = ev.exe.removesuffix(_DELETED) if ev.exe else posixpath.normpath(ev.filename or "?")
+    fname = ev.filename or "?"
+    exe = ev.exe.removesuffix(_DELETED) if ev.exe else (_absolute(fname, ev.cwd) or posixpath.normpath(fname))
     base = posixpath.basename(exe)
     argv = ev.argv or [ev.filename]
     if base in wrappers:
@@ -143,12 +153,14 @@ def identify(ev: ExecEvent, wrappers: frozenset[str] = WRAPPERS) -> Identity:
         # shows as its filename; otherwise a short-lived shell or interpreter ran *something*, not a
         # prompt (an interactive shell lives long enough to be read), so it counts as a program.
         if ev.filename and posixpath.basename(ev.filename) != base:
-            return Identity(Kind.PROGRAM, posixpath.normpath(ev.filename))
+            return Identity(Kind.PROGRAM, _absolute(ev.filename, ev.cwd) or exe)
         return Identity(Kind.PROGRAM, exe)
     if what == "script" and name:
-        return Identity(Kind.PROGRAM, posixpath.normpath(name))
+        return Identity(Kind.PROGRAM, _absolute(name, ev.cwd) or exe)
     if what == "module" and name:
         return Identity(Kind.PROGRAM, f"{exe} -m {name}")
+    if what == "class" and name:
+        return Identity(Kind.PROGRAM, f"{exe} {name}")
     if shell:
         # `sh -c CMD` runs a command for whoever called it; a bare shell is a user's prompt.
         return Identity(Kind.TRANSPARENT if what == "eval" else Kind.LAUNCHER, exe)
@@ -274,8 +286,8 @@ class Segmenter:
             return Relabel(ctx, ev.uid, ident.app, ev.exe or ev.filename)
         if kind is Kind.PROGRAM and self.rules.allowed(ident.app):
             ctx = None  # always a launch, even inside another one
-        elif kind is Kind.PROGRAM and self.rules.ignored(ident.app):
-            kind = Kind.TRANSPARENT
+        elif kind is Kind.PROGRAM and (self.rules.ignored(ident.app) or not ident.app.startswith("/")):
+            kind = Kind.TRANSPARENT  # ignored, or a relative name nothing could resolve: never an app
         if kind is Kind.LAUNCHER:
             self._set(ev.pid, None)
             return None

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import uvicorn
 
-from inference.app import create_app, read_only
+from inference.access import PeerCredProtocol, tcp_guard, user_socket_guard
+from inference.app import create_app
 from memo.config import Config
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,8 @@ class _Server(uvicorn.Server):
         yield  # signals are handled once for both servers in serve()
 
 
-def bind_unix(path: Path, mode: int, group: str) -> socket.socket:
-    """A listening Unix socket at ``path`` with ``mode`` and ``group`` (if that group exists)."""
+def bind_unix(path: Path, mode: int, group: str | None) -> socket.socket:
+    """A listening Unix socket at ``path`` with ``mode`` and ``group`` (if given and it exists)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         if path.is_socket():
@@ -49,10 +50,13 @@ def bind_unix(path: Path, mode: int, group: str) -> socket.socket:
         os.umask(old)
     os.chmod(path, mode)
     try:
+        if group is None:
+            raise LookupError
         gid = grp.getgrnam(group).gr_gid
         os.chown(path, -1, gid)
-    except KeyError:
-        log.info("group %r does not exist; %s keeps its owner's group", group, path)
+    except LookupError:
+        if group is not None:
+            log.info("group %r does not exist; %s keeps its owner's group", group, path)
     except PermissionError:
         log.warning("cannot give %s to group %r (not a member?)", path, group)
     sock.listen(2048)
@@ -74,12 +78,16 @@ def bind_tcp(host: str, port: int) -> socket.socket:
 
 async def serve(config: Config) -> None:
     inf = config.inference
-    config.paths.run_dir.mkdir(parents=True, exist_ok=True)
+    if not config.paths.run_dir.exists():  # it holds inference-user.sock: every user must reach it
+        config.paths.run_dir.mkdir(parents=True)
+        os.chmod(config.paths.run_dir, 0o755)
     app = create_app(config)
     common = {"log_config": None, "access_log": False, "timeout_graceful_shutdown": 5}
     unix = _Server(uvicorn.Config(app, lifespan="on", **common))
-    tcp = _Server(uvicorn.Config(read_only(app), lifespan="off", **common))
+    user = _Server(uvicorn.Config(user_socket_guard(app), lifespan="off", http=PeerCredProtocol, **common))
+    tcp = _Server(uvicorn.Config(tcp_guard(app, inf.tcp_user_data), lifespan="off", **common))
     usock = bind_unix(config.paths.socket, inf.socket_mode, inf.socket_group)
+    user_sock = bind_unix(config.paths.user_socket, 0o666, None)  # any user: SO_PEERCRED decides
     tsock = bind_tcp(inf.host, inf.port)
     port = tsock.getsockname()[1]
     port_file = config.paths.run_dir / PORT_FILE
@@ -91,6 +99,7 @@ async def serve(config: Config) -> None:
 
     def stop() -> None:
         tcp.should_exit = True
+        user.should_exit = True
         unix.should_exit = True
 
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -102,19 +111,23 @@ async def serve(config: Config) -> None:
             await unix_task
             raise SystemExit(3)
         await asyncio.sleep(0.01)
+    user_task = asyncio.create_task(user.serve(sockets=[user_sock]))
     tcp_task = asyncio.create_task(tcp.serve(sockets=[tsock]))
-    while not tcp.started and not tcp_task.done():
+    while not (tcp.started or tcp_task.done()) or not (user.started or user_task.done()):
         await asyncio.sleep(0.01)
     tmp = port_file.with_suffix(".tmp")  # readers poll for the file: never show them a half-written one
     tmp.write_text(f"{port}\n")
+    os.chmod(tmp, 0o644)  # which port is public: every user's `memo` reads it
     tmp.replace(port_file)
-    log.info("memo-inference: unix socket %s (read/write), http://%s:%d (read-only)",
-             config.paths.socket, inf.host, port)
+    log.info("memo-inference: unix socket %s (read/write), %s (each user their own, read-only), "
+             "http://%s:%d (read-only%s)", config.paths.socket, config.paths.user_socket, inf.host, port,
+             "" if inf.tcp_user_data else "; health, metrics and docs only")
     print(f"memo-inference listening on unix:{config.paths.socket} and http://{inf.host}:{port}", flush=True)
-    done, _ = await asyncio.wait({unix_task, tcp_task}, return_when=asyncio.FIRST_COMPLETED)
-    stop()  # one listener ending ends both; the TCP one first, then the lifespan's shutdown
+    done, _ = await asyncio.wait({unix_task, user_task, tcp_task}, return_when=asyncio.FIRST_COMPLETED)
+    stop()  # one listener ending ends all; the read-only ones first, then the lifespan's shutdown
     await tcp_task
+    await user_task
     await unix_task
-    with contextlib.suppress(FileNotFoundError):
-        port_file.unlink()
-        config.paths.socket.unlink()
+    for f in (port_file, config.paths.socket, config.paths.user_socket):
+        with contextlib.suppress(FileNotFoundError):
+            f.unlink()

@@ -60,7 +60,8 @@ class Service:
             from inference.predictors import lstm
 
             lstm.train_in_worker_process()
-        models = Models(store, config.inference.models, metrics, profiles.bytes_of)
+        models = Models(store, config.inference.models, metrics, profiles.bytes_of,
+                        profile_version=profiles.version_of)
         models.start()
         return cls(config, store, ingestor, models, profiles, metrics)
 

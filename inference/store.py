@@ -9,6 +9,8 @@ stored batch: the primary key is the dedup that turns at-least-once delivery int
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 import threading
 import time
@@ -16,6 +18,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sources(
@@ -59,18 +63,57 @@ CREATE TABLE IF NOT EXISTS kv(key TEXT PRIMARY KEY, value BLOB NOT NULL);
 PAGE_SIZE = 4096
 
 
+def _sidecars(path: Path) -> tuple[Path, Path]:
+    return path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename the database and its WAL files to <name>.corrupt-<time>, so the service can start empty."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    for src, dst in zip((path, *_sidecars(path)), (aside, *_sidecars(aside)), strict=True):
+        if src.exists():
+            os.replace(src, dst)
+    return aside
+
+
 class Store:
     """The service's database. Thread-safe: every call takes the one lock."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA temp_store=MEMORY")
-        self._db.executescript(SCHEMA)
+        self.recovered: str | None = None  # why the previous database was moved aside at this start
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)  # every user's launch history, with argv: MEMO's alone
+        try:
+            self._db = self._open(path)
+        except sqlite3.DatabaseError as exc:
+            aside = _move_aside(path)
+            self.recovered = f"{exc} (the unreadable database is kept as {aside})"
+            log.error("database %s is unreadable: %s; moved aside to %s, starting with an empty store "
+                      "(what it held is lost to the models; the file is there for a post-mortem)",
+                      path, exc, aside)
+            self._db = self._open(path)
         self.lock = threading.RLock()
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        """Connect, check and create the schema; DatabaseError for a file that is not a sound database."""
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            for f in (path, *_sidecars(path)):
+                if f.exists():
+                    os.chmod(f, 0o600)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA temp_store=MEMORY")
+            db.executescript(SCHEMA)
+            check = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"integrity check: {check}")
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
 
     def close(self) -> None:
         with self.lock:

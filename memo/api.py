@@ -13,6 +13,7 @@ from urllib.parse import quote
 import httpx
 
 from memo.config import Config
+from memo.contract import PREDICTIONS_PATH
 from memo.runtime import RunDir
 
 START_HINT = "start it with `sudo make up` (or `sudo memo up`)"
@@ -35,12 +36,14 @@ class Api:
             return self._client
         sock: Path = self.cfg.paths.socket
         unix_error = ""
-        if sock.exists():
-            if _can_open(sock):
-                self._client = httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)),
+        # The full socket (root, group memo), else the one that answers each user about themself.
+        for path in (sock, self.cfg.paths.user_socket):
+            if path.exists() and _can_open(path):
+                self._client = httpx.Client(transport=httpx.HTTPTransport(uds=str(path)),
                                             base_url="http://memo-inference", timeout=self.timeout_s)
-                self.via = f"unix:{sock}"
+                self.via = f"unix:{path}"
                 return self._client
+        if sock.exists():
             unix_error = (f"cannot open {sock} (permission denied: run as root or join group "
                           f"{self.cfg.inference.socket_group}); ")
         port = self.run.port() or self.cfg.inference.port
@@ -76,7 +79,14 @@ class Api:
     def resolve_app(self, name: str) -> str:
         """A full app name for ``name``: itself if it is known, else the one known app whose basename or
         suffix it is (so `memo profile vim` finds /usr/bin/vim.basic's sibling /usr/bin/vim)."""
-        apps = [a["app"] for a in self.get("/v1/apps")]
+        try:
+            apps = [a["app"] for a in self.get("/v1/apps")]
+        except ServiceDown as exc:
+            if "403" not in str(exc):
+                raise
+            # every user's programs are root's and group memo's to list; a user resolves among their own
+            mine = self.get(PREDICTIONS_PATH, {"uid": default_uid(), "k": 100})
+            apps = [p["app"] for p in mine["predictions"]]
         if name in apps:
             return name
         hits = [a for a in apps if a.rsplit("/", 1)[-1] == name] or [a for a in apps if a.endswith(name)]

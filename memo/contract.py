@@ -7,6 +7,8 @@ API models are what the inference service serves and the prefetcher and the CLI 
 
 from __future__ import annotations
 
+import posixpath
+import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
@@ -22,6 +24,16 @@ MAX_BATCH_EVENTS = 10_000
 MAX_UID = 2**32 - 2  # (uid_t)-1 is "no user"
 MAX_BYTES = 2**50  # a petabyte: more than any one action can move
 MAX_TS = 4_102_444_800.0  # 2100-01-01: later Unix times are corrupt
+MAX_PID = 4_194_304  # PID_MAX_LIMIT
+MAX_U64 = 2**64 - 1
+MAX_PAGE_INDEX = 2**52  # a page of a file below 2^64 bytes
+MAX_RANGE_PAGES = 2**18  # 1 GiB in one pagecache record: the collector never merges past it
+MAX_PATH = 4096  # PATH_MAX
+MAX_ARGS = 256  # argv entries kept per exec (the collector truncates; the models read the first few)
+MAX_ARG_CHARS = 4096
+FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev")
+"""Trees whose files are never profiled or read ahead: their files are not page cache (or reading them
+acts, like /dev's), and a path there in a profile is an attack or a bug."""
 
 
 def _storable(text: str) -> str:
@@ -32,57 +44,97 @@ def _storable(text: str) -> str:
     return text
 
 
-StorableName = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_storable)]
+StorableName = Annotated[str, Field(min_length=1, max_length=MAX_PATH), AfterValidator(_storable)]
+StorableText = Annotated[str, Field(max_length=MAX_PATH), AfterValidator(_storable)]
+
+
+_CONTROL_OR_SURROGATE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def is_file_path(text: str) -> bool:
+    """A path root may open for the page cache: absolute and normalised (no `.`, `..`, `//`), without
+    control characters or lone surrogates, at most PATH_MAX, and not under /proc, /sys or /dev."""
+    if not text.startswith("/") or text.startswith("//") or len(text) > MAX_PATH:
+        return False
+    if _CONTROL_OR_SURROGATE.search(text):
+        return False
+    if posixpath.normpath(text) != text:
+        return False
+    return not any(text == root or text.startswith(root + "/") for root in FORBIDDEN_ROOTS)
+
+
+def _file_path(text: str) -> str:
+    if text and not is_file_path(text):
+        raise ValueError("not an absolute, normalised path outside /proc, /sys and /dev without control "
+                         "characters")
+    return text
+
+
+def _program_path(text: str) -> str:
+    if text and not text.startswith("/"):
+        raise ValueError("not an absolute path")
+    return text
+
+
+FilePath = Annotated[str, Field(max_length=MAX_PATH), AfterValidator(_file_path)]
+"""A file in a profile, or "" for one the collector could not name (such a range is never read)."""
+ProgramPath = Annotated[StorableText, AfterValidator(_program_path)]
+"""/proc/PID/exe: absolute, or "" when the process was gone; any other character a path may hold."""
+Arg = Annotated[str, Field(max_length=MAX_ARG_CHARS), AfterValidator(_storable)]
 
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ts_ns: int = Field(ge=0, description="CLOCK_MONOTONIC (bpf_ktime_get_ns) nanoseconds")
-    pid: int = Field(ge=0)
+    ts_ns: int = Field(ge=0, le=2**63 - 1, description="CLOCK_MONOTONIC (bpf_ktime_get_ns) nanoseconds")
+    pid: int = Field(ge=0, le=MAX_PID)
 
 
 class ExecEvent(_Record):
     """A successful execve: one per sched:sched_process_exec."""
 
     type: Literal["exec"] = "exec"
-    ppid: int = Field(ge=0)
-    uid: int = Field(ge=0)
-    cgroup_id: int = Field(ge=0)
-    comm: str
-    filename: str
+    ppid: int = Field(ge=0, le=MAX_PID)
+    uid: int = Field(ge=0, le=MAX_UID)
+    cgroup_id: int = Field(ge=0, le=MAX_U64)
+    comm: Annotated[StorableText, Field(max_length=64)]
+    filename: StorableText = Field(description="as passed to execve: may be relative")
     # Resolved by the collector (empty when the process was gone before it looked).
-    exe: str = ""
-    argv: list[str] = Field(default_factory=list)
-    cgroup_path: str = ""
-    wall_ts: float = Field(0.0, description="Unix time (s) of the event, for time-of-day context")
+    exe: ProgramPath = Field("", description="/proc/PID/exe; for a process already gone, a relative "
+                             "filename made absolute against its cwd or its parent's")
+    argv: list[Arg] = Field(default_factory=list, max_length=MAX_ARGS)
+    cgroup_path: StorableText = ""
+    cwd: ProgramPath = Field("", description="working directory at exec: what a relative script name in argv "
+                             "(`python3 tool.py`) is resolved against")
+    wall_ts: float = Field(0.0, ge=0.0, le=MAX_TS, allow_inf_nan=False,
+                           description="Unix time (s) of the event, for time-of-day context")
 
 
 class ForkEvent(_Record):
     """A new process (not a thread): pid is the child, ppid the parent."""
 
     type: Literal["fork"] = "fork"
-    ppid: int = Field(ge=0)
-    uid: int = Field(ge=0)
-    comm: str
+    ppid: int = Field(ge=0, le=MAX_PID)
+    uid: int = Field(ge=0, le=MAX_UID)
+    comm: Annotated[StorableText, Field(max_length=64)]
 
 
 class ExitEvent(_Record):
     """A process (thread-group leader) exit with the counters gathered in the kernel over its life."""
 
     type: Literal["exit"] = "exit"
-    exit_code: int
-    minflt: int = Field(ge=0)
-    majflt: int = Field(ge=0)
-    swapin: int = Field(ge=0)
+    exit_code: int = Field(ge=-(2**31), le=2**31 - 1)
+    minflt: int = Field(ge=0, le=MAX_U64)
+    majflt: int = Field(ge=0, le=MAX_U64)
+    swapin: int = Field(ge=0, le=MAX_U64)
 
 
 class FaultsEvent(_Record):
     """Page-fault counts of a live process since its previous faults record (periodic)."""
 
     type: Literal["faults"] = "faults"
-    minflt: int = Field(ge=0)
-    majflt: int = Field(ge=0)
+    minflt: int = Field(ge=0, le=MAX_U64)
+    majflt: int = Field(ge=0, le=MAX_U64)
 
 
 class PageCacheEvent(_Record):
@@ -90,26 +142,26 @@ class PageCacheEvent(_Record):
     held them or not: its launch profile. Sent once the window is over or the process has exited."""
 
     type: Literal["pagecache"] = "pagecache"
-    dev: int = Field(ge=0)
-    ino: int = Field(ge=0)
-    index: int = Field(ge=0, description="first page index in the file")
-    nr_pages: int = Field(ge=1)
-    path: str = Field("", description="resolved by the collector; empty if unknown")
+    dev: int = Field(ge=0, le=2**32 - 1)
+    ino: int = Field(ge=0, le=MAX_U64)
+    index: int = Field(ge=0, le=MAX_PAGE_INDEX, description="first page index in the file")
+    nr_pages: int = Field(ge=1, le=MAX_RANGE_PAGES)
+    path: FilePath = Field("", description="resolved by the collector; empty if unknown")
 
 
 class SwapinEvent(_Record):
     """Swap-ins of a process since its previous swapin record."""
 
     type: Literal["swapin"] = "swapin"
-    memcg_id: int = Field(ge=0)
-    count: int = Field(ge=1)
+    memcg_id: int = Field(ge=0, le=MAX_U64)
+    count: int = Field(ge=1, le=MAX_U64)
 
 
 class LostEvent(_Record):
     """Records the kernel could not deliver (ring buffer full): counted, never silent."""
 
     type: Literal["lost"] = "lost"
-    count: int = Field(ge=1)
+    count: int = Field(ge=1, le=MAX_U64)
 
 
 Event = Annotated[
@@ -153,7 +205,10 @@ class Prediction(BaseModel):
     app: str
     probability: float = Field(ge=0.0, le=1.0)
     horizon_s: float = Field(ge=0.0, description="expected seconds until the launch")
-    profile_bytes: int = Field(ge=0, description="bytes in the app's launch profile")
+    profile_bytes: int = Field(ge=0, description="bytes in the app's launch profile, as last built (it may lag "
+                               "new pages; profile_version does not)")
+    profile_version: int = Field(0, ge=0, description="changes whenever the profile gains pages: a client holding "
+                                 "the profile of this version (AppProfile.version) need not fetch it again")
     models: dict[str, float] = Field(default_factory=dict, description="each model's score, to explain")
 
 
@@ -175,9 +230,9 @@ class PredictionChanges(BaseModel):
 
 
 class ProfileRange(BaseModel):
-    path: str
-    offset: int = Field(ge=0, description="bytes")
-    length: int = Field(ge=1, description="bytes")
+    path: Annotated[FilePath, Field(min_length=1)]
+    offset: int = Field(ge=0, le=MAX_PAGE_INDEX * 4096, description="bytes")
+    length: int = Field(ge=1, le=MAX_BYTES, description="bytes")
 
 
 class AppProfile(BaseModel):
@@ -185,6 +240,7 @@ class AppProfile(BaseModel):
     launches: int = Field(ge=0, description="launches the profile was learnt from")
     bytes: int = Field(ge=0)
     ranges: list[ProfileRange]
+    version: int = Field(0, ge=0, description="the Prediction.profile_version this profile is")
 
 
 class AppInfo(BaseModel):

@@ -31,6 +31,13 @@ def lowest_priority() -> None:
     ctypes.CDLL(None, use_errno=True).syscall(_IOPRIO_SET, _IOPRIO_WHO_PROCESS, 0, IOPRIO_IDLE)
 
 
+def private_files() -> None:
+    """Files and folders this process creates are its user's alone (umask 077): the store, the spool
+    and the logs hold every user's launches and their argv. Shared ends (the socket, the port file)
+    set their mode explicitly."""
+    os.umask(0o077)
+
+
 def pss_kb(pid: int | str = "self") -> int:
     """Proportional set size of a process (kB; 0 if unreadable), from /proc/PID/smaps_rollup."""
     try:

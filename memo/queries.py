@@ -32,10 +32,6 @@ examples:
 """
 
 
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.2f} MiB"
-
-
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2))
 
@@ -64,7 +60,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for i, p in enumerate(preds, 1):
         models = " ".join(f"{k}={v:.2f}" for k, v in sorted(p["models"].items(), key=lambda kv: -kv[1])[:5])
         t.add_row(str(i), p["app"], f"{p['probability']:.3f}", f"{p['horizon_s']:.0f} s",
-                  _mib(p["profile_bytes"]), models)
+                  _size(p["profile_bytes"]), models)
     Console().print(t)
     return 0
 
@@ -85,24 +81,47 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"{app}: {_mib(prof['bytes'])} from its last {prof['launches']} launch(es)",
-              title_justify="left")
+    console = Console()
+    files = len({r["path"] for r in prof["ranges"]})
+    console.print(f"{app}: {_size(prof['bytes'])} in {files} file{'s' * (files != 1)}, what it used in the "
+                  f"first seconds of its last {min(prof['launches'], 5)} of {prof['launches']} launches",
+                  highlight=False)
+    if not prof["ranges"]:
+        console.print(EMPTY_PROFILE, highlight=False)
+        return 0
+    t = Table()
     if args.ranges:
         for col in ("path", "offset", "length"):
-            t.add_column(col, justify="left" if col == "path" else "right")
+            t.add_column(col, justify="left" if col == "path" else "right", overflow="fold")
         for r in prof["ranges"]:
-            t.add_row(r["path"], str(r["offset"]), str(r["length"]))
+            t.add_row(r["path"], f"{r['offset']:,}", _size(r["length"]))
     else:
         per_file: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         for r in prof["ranges"]:
             per_file[r["path"]][0] += 1
             per_file[r["path"]][1] += r["length"]
         for col in ("path", "ranges", "bytes"):
-            t.add_column(col, justify="left" if col == "path" else "right")
+            t.add_column(col, justify="left" if col == "path" else "right", overflow="fold")
         for path, (n, size) in sorted(per_file.items(), key=lambda kv: -kv[1][1]):
-            t.add_row(path, str(n), _mib(size))
-    Console().print(t)
+            t.add_row(path, str(n), _size(size))
+    console.print(t)
     return 0
+
+
+EMPTY_PROFILE = (
+    "Its profile is empty: MEMO has seen it start but no file pages it used in its launch window (the first "
+    "seconds after exec) that it could name. Usual reasons: every launch so far came before the collector was "
+    "running, the program uses only files MEMO never prefetches (under /proc, /sys, /dev), or it exits at "
+    "once (like `cat` of a small file). Run it again with `sudo make up` running; `sudo memo trace` shows "
+    "what the collector sees.")
+
+
+def _size(n: int) -> str:
+    """Bytes as a person reads them (1.5 MiB, 12 KiB)."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -118,15 +137,26 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    rank = f"rank {data['rank']}" if data["rank"] else "not ranked"
-    t = Table(title=f"{app} for uid {data['uid']}: {rank}, probability {data['probability']:.3f}",
-              title_justify="left")
-    for col in ("model", "score", "ensemble weights"):
-        t.add_column(col)
+    rank = f"ranked #{data['rank']}" if data["rank"] else "not ranked"
+    console = Console()
+    console.print(f"{app} for uid {data['uid']}: {rank} (as `memo predict` ranks it now), probability "
+                  f"{data['probability']:.3f}", highlight=False)
+    t = Table(title_justify="left", caption_justify="left", caption=EXPLAIN_LEGEND)
+    for col in ("model", "its score", "its own rank", "trust in log-prob", "in prob", "in rank", "in first"):
+        t.add_column(col, justify="left" if col == "model" else "right")
     for m in sorted(data["models"], key=lambda m: -m["score"]):
-        t.add_row(m["name"], f"{m['score']:.3f}", " ".join(f"{k}={v:.3f}" for k, v in m["weights"].items()))
-    Console().print(t)
+        w = m.get("weights") or {}
+        t.add_row(m["name"], f"{m['score']:.3f}", f"#{m['rank']}" if m.get("rank") else "-",
+                  *(f"{w[k]:+.2f}" if k in w else "-" for k in ("lp", "p", "rr", "top")))
+    console.print(t)
     return 0
+
+
+EXPLAIN_LEGEND = (
+    "its score: the model's own probability that this program is launched next; its own rank: where that "
+    "model alone would put it. The trust columns are the weights the mixer has learnt for you on each of the "
+    "model's signals: its log-probability, its probability, 1/its rank, and a bonus when it ranks the program "
+    "first (0 = ignored, higher = followed). The final probability is the mixer's softmax over those signals.")
 
 
 def add_predict_cli(p: argparse.ArgumentParser) -> None:

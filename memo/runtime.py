@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from memo.config import SOCKET_NAME, USER_SOCKET_NAME
+
 SERVICES = ("inference", "collector", "prefetcher")
 """Start order; stop order is the reverse."""
 SUPERVISOR = "supervisor"
@@ -46,7 +48,11 @@ class RunDir:
 
     @property
     def socket(self) -> Path:
-        return self.root / "inference.sock"
+        return self.root / SOCKET_NAME
+
+    @property
+    def user_socket(self) -> Path:
+        return self.root / USER_SOCKET_NAME
 
     def pid_file(self, name: str) -> Path:
         return self.pids / f"{name}.pid"
@@ -55,8 +61,11 @@ class RunDir:
         return self.logs / f"{name}.log"
 
     def make(self) -> None:
-        for d in (self.root, self.logs, self.pids):
+        """The run directory and its pid files are for every user's `memo status` to read (the socket's
+        own mode decides who may connect); the logs name programs and files: MEMO's alone."""
+        for d, mode in ((self.root, 0o755), (self.pids, 0o755), (self.logs, 0o700)):
             d.mkdir(parents=True, exist_ok=True)
+            os.chmod(d, mode)
 
     def state(self) -> dict[str, Any] | None:
         try:
@@ -119,6 +128,7 @@ def read_pid(path: Path) -> int | None:
 def write_pid(path: Path, pid: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(f"{pid}\n")
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 

@@ -35,12 +35,52 @@ def _processes(run: RunDir) -> dict[str, dict[str, Any]]:
             pid = s.get("pid")
             alive = is_alive(pid, name)
             out[name] = {"pid": pid, "state": s.get("state", "?") if alive or s.get("state") == "backoff"
-                         else "dead", "restarts": s.get("restarts", 0), "supervised": True}
+                         else "dead", "restarts": s.get("restarts", 0), "supervised": True,
+                         "exits": s.get("exits", []), "log": s.get("log", str(run.log_file(name)))}
         else:
             pids = find_processes(name)
             out[name] = {"pid": pids[0] if pids else None, "state": "running" if pids else "not running",
                          "restarts": None, "supervised": False}
     return out
+
+
+def _last_line(path: str) -> str:
+    """The log's last line (empty when it cannot be read: the logs are root's)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - 4096))
+            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip()[:300] if lines else ""
+
+
+def reason(name: str, p: dict[str, Any], detail: dict[str, Any], error: str) -> str:
+    """Why a service is not healthy, and what to do next; for a healthy one, what needs a look."""
+    state, log = p["state"], p.get("log") or ""
+    if state == "not running":
+        return "not running: start MEMO with `sudo make up` (or `sudo memo up`)"
+    if state == "backoff":
+        last = (p.get("exits") or [{}])[-1]
+        line = _last_line(log)
+        return (f"exited with code {last.get('rc', '?')} after {last.get('ran_s', '?')} s; the supervisor "
+                f"restarts it after a pause{f'. Last log line: {line}' if line else ''} (log: {log})")
+    if state == "dead":
+        return f"its process is gone; the supervisor restarts it, else `sudo make down && sudo make up` (log: {log})"
+    if state == "starting":
+        return "starting: waiting for it to say it is ready"
+    if name != "inference":
+        return ""
+    if p.get("health") == "unreachable":
+        return f"its API does not answer: {error}" if error else "its API does not answer"
+    notes = []
+    if p.get("health") == "degraded":
+        notes.append(f"degraded: {detail.get('reason', 'see its log')}; `sudo make down && sudo make up` restarts it")
+    if detail.get("database_recovered"):
+        notes.append(f"started with an empty store: the database was unreadable: {detail['database_recovered']}")
+    if detail.get("quarantined"):
+        notes.append(f"{detail['quarantined']} stored launches were skipped by the models (see the log)")
+    return "; ".join(notes)
 
 
 def _sum_feedback(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -65,7 +105,11 @@ def collect(cfg: memo_config.Config, interval_s: float = 1.0) -> dict[str, Any]:
         time.sleep(interval_s)
         after = api.get("/v1/sources")
         dt = time.monotonic() - t0
-        feedback = api.get("/v1/feedback")
+        try:
+            feedback = api.get("/v1/feedback")
+        except ServiceDown:  # every user's programs: root and group memo only
+            feedback = []
+            report["feedback_hidden"] = True
     except ServiceDown as exc:
         report["errors"].append(str(exc))
         health, before, after, dt, feedback = None, [], [], 1.0, []
@@ -89,6 +133,7 @@ def collect(cfg: memo_config.Config, interval_s: float = 1.0) -> dict[str, Any]:
         if name == "inference":
             up = up and p.get("health") == "ok"
         p["healthy"] = up
+        p["reason"] = reason(name, p, detail, report["errors"][0] if report["errors"] else "")
     report["healthy"] = all(p["healthy"] for p in procs.values())
     return report
 
@@ -103,6 +148,7 @@ def _mib(n: int) -> str:
 
 def render(r: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -123,14 +169,17 @@ def render(r: dict[str, Any]) -> None:
         t.add_row(name, ok, s["state"], str(s["pid"] or "-"),
                   "-" if s["restarts"] is None else str(s["restarts"]), details[name])
     console.print(t)
+    for name, s in r["services"].items():
+        if s.get("reason"):
+            console.print(f"[{'yellow' if s['healthy'] else 'red'}]{name}: {escape(s['reason'])}[/]",
+                          highlight=False)
     if r.get("api"):
         tcp = f"  (TCP: http://127.0.0.1:{r['port']})" if r.get("port") else ""
         console.print(f"API: {r['api']}{tcp}")
     for e in r["errors"]:
         console.print(f"[red]{e}[/]")
-    if not r["healthy"] and not r["errors"]:
-        console.print("[yellow]a service is down: see its log in "
-                      f"{r['run_dir']}/logs/, or restart MEMO with `make down && make up`[/]")
+    if r.get("feedback_hidden"):
+        console.print("prefetch figures are every user's: run as root (or in group memo) to see them")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from pathlib import Path
 import httpx
 
 from memo import config as memo_config
-from memo import logs, placement
+from memo import helpers, logs, placement
 from memo.runtime import SERVICES, SUPERVISOR, RunDir, command, take_lock, write_pid
 
 log = logging.getLogger("memo-supervisor")
@@ -37,6 +38,9 @@ STABLE_S = 60.0
 READY_TIMEOUT_S = {"inference": 120.0, "collector": 180.0, "prefetcher": 60.0}
 STOP_TIMEOUT_S = 30.0
 TICK_S = 0.1
+ROTATE_CHECK_S = 30.0
+WATCH_S = 10.0
+"""How often the watchdog looks at a running service (more often when services.watchdog_s is short)."""
 """Between passes while a service starts or waits for its restart."""
 IDLE_TICK_S = 0.5
 """Between passes while every service runs: a death is still seen within half a second."""
@@ -59,6 +63,8 @@ class Child:
     last_exit: int | None = None
     log_offset: int = 0
     history: list[dict[str, float | int]] = field(default_factory=list)
+    stalled_since: float | None = None  # monotonic time the watchdog first saw it stuck
+    next_watch: float = 0.0
 
     @property
     def pid(self) -> int | None:
@@ -73,6 +79,7 @@ class Supervisor:
         self.placement: placement.Placement | None = None
         self.stopping = False
         self.started = time.time()
+        self._health: httpx.Client | None = None  # the watchdog's
         self._ready: dict[str, Callable[[Child], bool]] = {
             "inference": self._inference_ready, "collector": self._collector_ready,
             "prefetcher": self._logged("memo-prefetcher: started", quiet_after_s=2.0)}
@@ -191,6 +198,7 @@ class Supervisor:
         }
         tmp = self.run.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1))
+        os.chmod(tmp, 0o644)  # states and pids, for every user's `memo status`
         os.replace(tmp, self.run.state_file)
 
     # ---------------------------------------------------------------- the loop
@@ -209,6 +217,9 @@ class Supervisor:
             elif child.state == "stopped" and child.name != "inference" and first.state == "running" \
                     and not child.history:
                 self.spawn(child)
+            elif child.state == "running" and self.cfg.services.watchdog_s > 0 and now >= child.next_watch:
+                child.next_watch = now + min(WATCH_S, self.cfg.services.watchdog_s / 3)
+                self._watch(child, now)
             elif child.state == "starting":
                 if self._ready[child.name](child):
                     child.state = "running"
@@ -222,6 +233,44 @@ class Supervisor:
                     child.proc.kill()
                     child.proc.wait()
 
+    def _stuck(self, child: Child) -> str:
+        """Why a running child looks stuck ("" when it does not): stopped by a signal, or, for
+        inference, no answer from /healthz or a degraded one (its model threads died)."""
+        try:
+            fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            if fields[0] in ("T", "t"):
+                return "stopped by a signal"
+        except (OSError, IndexError):
+            return ""
+        if child.name != "inference":
+            return ""
+        if self._health is None:  # one client for the supervisor's life: making one costs ~10 ms of CPU
+            self._health = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.run.socket)), timeout=5.0,
+                                        base_url="http://memo-inference")
+        try:
+            health = self._health.get("/healthz").json()
+        except (OSError, httpx.HTTPError, ValueError) as exc:
+            return f"/healthz unanswered ({type(exc).__name__})"
+        if health.get("status") != "ok":
+            return f"/healthz says {health.get('status')}: {health.get('detail', {}).get('reason', '')}"
+        return ""
+
+    def _watch(self, child: Child, now: float) -> None:
+        why = self._stuck(child)
+        if not why:
+            child.stalled_since = None
+            return
+        if child.stalled_since is None:
+            child.stalled_since = now
+            log.warning("%s (pid %d) looks stuck: %s", child.name, child.pid, why)
+        elif now - child.stalled_since >= self.cfg.services.watchdog_s:
+            log.error("%s (pid %d) stuck for %.0f s (%s): killing it, to be restarted", child.name, child.pid,
+                      now - child.stalled_since, why)
+            child.stalled_since = None
+            assert child.proc is not None
+            child.proc.kill()
+            child.proc.wait()
+
     def confine(self) -> None:
         """The services' own cgroups (low CPU and I/O weight, memory ceilings), when root and enabled."""
         svc = self.cfg.services
@@ -234,6 +283,28 @@ class Supervisor:
                  ", ".join(sorted({str(Path(d).parent) for d in self.placement.where("inference")
                                    .values()})), svc.cpu_weight, svc.io_weight)
 
+    def rotate_logs(self) -> None:
+        """Bound each log (services.log_max_bytes): copy it to <name>.log.1, then truncate it in place.
+        The writers hold it open in append mode, so they go on at its new end; a line written between
+        the copy and the truncation is lost, which is the price of not restarting anyone."""
+        limit = self.cfg.services.log_max_bytes
+        if limit <= 0:
+            return
+        for name in (*SERVICES, SUPERVISOR):
+            path = self.run.log_file(name)
+            try:
+                if path.stat().st_size <= limit:
+                    continue
+            except FileNotFoundError:  # not started yet
+                continue
+            try:
+                shutil.copyfile(path, path.with_name(path.name + ".1"))
+                os.truncate(path, 0)
+            except OSError as exc:
+                log.warning("cannot rotate %s: %s", path, exc)
+                continue
+            log.info("%s was over %d bytes: moved to %s.1", path, limit, path.name)
+
     def serve(self) -> int:
         def _stop(signum: int, _frame: object) -> None:
             if not self.stopping:
@@ -244,8 +315,12 @@ class Supervisor:
         self.confine()
         self.spawn(self.children["inference"])
         try:
+            next_rotate = 0.0
             while not self.stopping:
                 self.step()
+                if time.monotonic() >= next_rotate:
+                    next_rotate = time.monotonic() + ROTATE_CHECK_S
+                    self.rotate_logs()
                 steady = all(c.state == "running" for c in self.children.values())
                 time.sleep(IDLE_TICK_S if steady else TICK_S)
         finally:
@@ -262,6 +337,7 @@ class Supervisor:
 
 def main() -> int:
     cfg = memo_config.load()
+    helpers.private_files()
     logs.setup("memo-supervisor", cfg.log_level)
     sup = Supervisor(cfg)
     lock = take_lock(sup.run)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -25,6 +26,15 @@ examples:
   sudo memo trace --json           # the collector's JSON lines (all event types), unchanged
 """
 HEADER = f"{'TIME(s)':>9} {'EVENT':<5} {'UID':>6} {'PID':>7} {'PPID':>7} {'COMM':<16} DETAIL"
+
+
+def shown(text: str) -> str:
+    """Text from another process, safe on a terminal: control and other unprintable characters as
+    escapes (an argv may carry ESC sequences that would drive the terminal), quoted where a shell would
+    need it, like bcc's execsnoop."""
+    safe = "".join(c if c.isprintable() else (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+                   for c in text)
+    return shlex.quote(safe)
 
 
 class Printer:
@@ -49,11 +59,12 @@ class Printer:
         if t == "exec":
             if self.uid is not None and ev["uid"] != self.uid:
                 return None
-            self.live[ev["pid"]] = (ev["ts_ns"], ev["uid"], ev["comm"])
-            args = " ".join(ev.get("argv") or [ev["filename"]])
-            exe = ev.get("exe") or ev["filename"]
+            comm = shown(ev["comm"])[:16]
+            self.live[ev["pid"]] = (ev["ts_ns"], ev["uid"], comm)
+            args = " ".join(shown(a) for a in ev.get("argv") or [ev["filename"]])
+            exe = shown(ev.get("exe") or ev["filename"])
             return (f"{self._t(ev['ts_ns'])} EXEC  {ev['uid']:>6} {ev['pid']:>7} {ev['ppid']:>7} "
-                    f"{ev['comm'][:16]:<16} {exe}: {args}")
+                    f"{comm:<16} {exe}: {args}")
         if t == "exit" and self.exits and ev["pid"] in self.live:
             start, uid, comm = self.live.pop(ev["pid"])
             return (f"{self._t(ev['ts_ns'])} EXIT  {uid:>6} {ev['pid']:>7} {'':>7} {comm[:16]:<16} "
@@ -75,7 +86,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env, text=True)
     printer = Printer(sys.stdout, args.uid, not args.no_exits)
     if not args.json:
-        print("tracing (compiling the eBPF programs takes a few seconds; Ctrl-C to stop) ...",
+        print("loading eBPF programs (compiling them takes a few seconds; Ctrl-C to stop) ...",
               file=sys.stderr, flush=True)
         print(HEADER, flush=True)
     assert proc.stdout is not None

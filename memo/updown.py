@@ -40,8 +40,10 @@ def _run_dir() -> RunDir:
 def endpoints(run: RunDir) -> str:
     port = run.port()
     tcp = f"http://127.0.0.1:{port}" if port else "(TCP port not written yet)"
-    return (f"  API (read-only):  {tcp}   e.g. curl '{tcp}/v1/predictions?uid={_uid()}'\n"
-            f"  API (full):       unix:{run.socket}   e.g. curl --unix-socket {run.socket} http://x/healthz\n"
+    user = run.user_socket
+    return (f"  your predictions: unix:{user}   e.g. curl --unix-socket {user} http://x/v1/predictions\n"
+            f"  API (full):       unix:{run.socket}   root and group memo (ingest, every user's data)\n"
+            f"  API (TCP):        {tcp}   health, metrics, docs: e.g. curl {tcp}/healthz\n"
             f"  logs:             {run.logs}/   pid files: {run.pids}/\n"
             f"  status:           memo status      stop: make down (or memo down)")
 
@@ -57,6 +59,8 @@ def wait_up(run: RunDir, supervisor: subprocess.Popen[bytes] | None, timeout_s: 
     told: set[str] = set()
     while time.monotonic() < deadline:
         state = run.state() or {}
+        if supervisor is not None and state.get("pid") != supervisor.pid:
+            state = {}  # a previous supervisor's file (it was killed): its "running" proves nothing
         services = state.get("services", {})
         for name in SERVICES:
             s = services.get(name, {})
@@ -83,6 +87,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(endpoints(run))
         return 0
     run.make()
+    strays = [n for n in SERVICES if is_alive(read_pid(run.pid_file(n)), n)]
+    if strays:  # a supervisor that was killed left them: they would hold the pins, the socket, the DB
+        print(f"stopping {', '.join(strays)} left by a previous run ...", flush=True)
+        stop(run, say=lambda s: print(f"  {s}", flush=True))
+    run.state_file.unlink(missing_ok=True)
     if args.foreground:
         from memo.supervisor import main as supervise
 

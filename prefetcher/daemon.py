@@ -68,8 +68,8 @@ class Source:
     def predictions(self) -> list[Wanted]:
         raise NotImplementedError
 
-    def profile(self, app: str, expect_bytes: int | None = None) -> AppProfile | None:
-        """The app's launch profile; ``expect_bytes`` (the prediction's profile_bytes) says whether a
+    def profile(self, app: str, expect_version: int | None = None) -> AppProfile | None:
+        """The app's launch profile; ``expect_version`` (the prediction's profile_version) says whether a
         copy fetched earlier is still the service's."""
         raise NotImplementedError
 
@@ -150,11 +150,11 @@ class ServiceSource(Source):
                 self._last_apps[uid] = (preds.last_app, preds.generated_at)
         return out
 
-    def profile(self, app: str, expect_bytes: int | None = None) -> AppProfile | None:
+    def profile(self, app: str, expect_version: int | None = None) -> AppProfile | None:
         now = time.monotonic()
         cached = self._profiles.get(app)
         if cached and now - cached[0] < PROFILE_TTL_S and (
-                expect_bytes is None or (cached[1].bytes if cached[1] else 0) == expect_bytes):
+                expect_version is None or (cached[1].version if cached[1] else -1) == expect_version):
             return cached[1]
         prof = self.client.profile(app)
         self._profiles[app] = (now, prof)
@@ -191,7 +191,7 @@ class StaticSource(Source):
         return [Wanted(self.uid, Prediction(app=a, probability=1.0, horizon_s=self.horizon_s,
                                             profile_bytes=0)) for a in self.apps]
 
-    def profile(self, app: str, expect_bytes: int | None = None) -> AppProfile | None:
+    def profile(self, app: str, expect_version: int | None = None) -> AppProfile | None:
         if app in self._profiles:
             return self._profiles[app]
         return self.client.profile(app) if self.client else None
@@ -292,7 +292,7 @@ class Prefetcher:
                 self.hold_until[app] = now + max(p.horizon_s, HOLD_S)
                 self._prepare_running(w, report, budget)
             try:
-                profile = self.source.profile(app, p.profile_bytes)
+                profile = self.source.profile(app, p.profile_version)
             except httpx.HTTPError as exc:
                 log.warning("no profile for %s: %s", app, exc)
                 profile = None
@@ -351,10 +351,13 @@ class Prefetcher:
         if now - self._last_check < INTERRUPT_CHECK_S:
             return self._stopped_for_launch
         self._last_check = now
-        try:
-            ch = self.source.changes(self.version, 0.0) if self.launches is not None else None
-        except httpx.HTTPError:
-            ch = None
+        if self.watcher is not None:  # the open long-poll hears of a launch within milliseconds
+            ch = self.watcher.peek() if self.launches is not None else None
+        else:
+            try:
+                ch = self.source.changes(self.version, 0.0) if self.launches is not None else None
+            except httpx.HTTPError:
+                ch = None
         self._stopped_for_launch = ch is not None and ch.launches != self.launches
         return self._stopped_for_launch
 

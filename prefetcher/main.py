@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from memo import config as memo_config
-from memo import logs
+from memo import helpers, logs
 
 EXAMPLES = """\
 examples:
@@ -59,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if overrides:
         cfg.prefetcher = cfg.prefetcher.model_copy(update=overrides)
         cfg.prefetcher = type(cfg.prefetcher).model_validate(cfg.prefetcher.model_dump())
+    helpers.private_files()
     logs.setup("memo-prefetcher", args.log_level or cfg.log_level)
 
     from prefetcher.client import InferenceClient

@@ -1,8 +1,9 @@
 """Warm the page cache with a program's launch profile: check residency, read ahead only what is missing.
 
-Safety: a profile is data from another process, so every path is resolved here (realpath, remembered
-for a minute), refused under /proc, /sys and /dev, opened without following a final symlink, and checked
-to be a regular file on the opened descriptor (no check-then-open race). Budget: the bytes read ahead are
+Safety: a profile is data from another process, so a path must be absolute and normalised, is refused
+under /proc, /sys and /dev, is opened without following a link in any component, and must be a regular
+file that the user the prefetch is for could read, checked on a descriptor that cannot act (O_PATH)
+before the file is opened for reading (no check-then-open race). Budget: the bytes read ahead are
 pages that were not resident before, charged against the round's Budget (and, for a single profile, the
 per-app cap) before they are issued, so neither can be exceeded. prefetch_spans reads a plan (plan.py);
 prefetch_profile one profile as it is (`memo-prefetcher --profile`, bench/launch.py).
@@ -12,13 +13,14 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import stat
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from memo.contract import AppProfile, ProfileRange
+from memo.contract import AppProfile, ProfileRange, is_file_path
 from prefetcher import syscalls
 from prefetcher.budget import Budget
 from prefetcher.plan import Span, worth_reading
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 
 PAGE = syscalls.PAGE_SIZE
 OPEN_FILES = 64  # descriptors a plan keeps open at once (a plan may name thousands of files)
-FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev")
+REFUSED = "refused: not a regular file the user may read, a link on the way, or under /proc, /sys, /dev"
 
 
 @dataclass
@@ -61,48 +63,55 @@ def _page_ceil(n: int) -> int:
     return _page_floor(n + PAGE - 1)
 
 
-RESOLVED_TTL_S = 60.0
-_resolved_at: dict[str, tuple[float, str]] = {}
+def readable_by(st: os.stat_result, uid: int | None) -> bool:
+    """Whether the user a prefetch is for could read this file themself (root reads for anyone, so
+    it must not warm another user's private files on a profile's say-so). None: no user to check."""
+    if uid is None or uid == 0 or st.st_mode & stat.S_IROTH:
+        return True
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IRUSR)
+    return bool(st.st_mode & stat.S_IRGRP) and st.st_gid in _groups_of(uid)
 
 
-def _resolved(path: str) -> str:
-    """realpath, remembered for RESOLVED_TTL_S: it costs an lstat per path component, and a plan holds
-    thousands of files read again every round."""
+_GROUPS_TTL_S = 60.0
+_groups: dict[int, tuple[float, frozenset[int]]] = {}
+
+
+def _groups_of(uid: int) -> frozenset[int]:
     now = time.monotonic()
-    hit = _resolved_at.get(path)
-    if hit is not None and now - hit[0] < RESOLVED_TTL_S:
+    hit = _groups.get(uid)
+    if hit is not None and now - hit[0] < _GROUPS_TTL_S:
         return hit[1]
-    if len(_resolved_at) > 65536:
-        _resolved_at.clear()
-    real = os.path.realpath(path)
-    _resolved_at[path] = (now, real)
-    return real
+    try:
+        pw = pwd.getpwuid(uid)
+        found = frozenset(os.getgrouplist(pw.pw_name, pw.pw_gid))
+    except (KeyError, OSError):
+        found = frozenset()
+    _groups[uid] = (now, found)
+    return found
 
 
-def safe_path(path: str) -> str | None:
-    """The resolved path if it may be read ahead (absolute, not under /proc, /sys, /dev), else None."""
-    if not path or not os.path.isabs(path):
-        return None
-    real = _resolved(path)
-    for root in FORBIDDEN_ROOTS:
-        if real == root or real.startswith(root + "/"):
-            return None
-    return real
-
-
-def open_regular(path: str) -> tuple[int, int] | None:
-    """(fd, size) of a regular file, checked on the opened descriptor; None when it is not one."""
-    real = safe_path(path)
-    if real is None:
+def open_regular(path: str, uid: int | None = None) -> tuple[int, int] | None:
+    """(fd, size) of a regular file the user `uid` may read, else None. The walk follows no link in
+    any component (openat2 RESOLVE_NO_SYMLINKS), and the file is first opened as O_PATH and checked
+    with fstat, so a FIFO or a device node is never really opened: opening some devices acts."""
+    if not is_file_path(path):  # the contract's rule: absolute, normalised, outside /proc, /sys, /dev
         return None
     try:
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        pfd = syscalls.openat2(path, syscalls.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
+                               syscalls.RESOLVE_NO_SYMLINKS | syscalls.RESOLVE_NO_MAGICLINKS)
     except OSError:
         return None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
+    try:
+        st = os.fstat(pfd)
+        if not stat.S_ISREG(st.st_mode) or not readable_by(st, uid):
+            return None
+        # Reopening the O_PATH descriptor reads exactly the inode that was checked.
+        fd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
         return None
+    finally:
+        os.close(pfd)
     return fd, st.st_size
 
 
@@ -177,10 +186,10 @@ def prefetch_profile(profile: AppProfile, budget: Budget, app_cap: int, dry_run:
     for path, spans in merge_ranges(profile.ranges).items():
         opened = open_regular(path)
         if opened is None:
-            result.skipped[path] = "not a regular file outside /proc, /sys, /dev"
+            result.skipped[path] = REFUSED
             continue
         fd, size = opened
-        action = FileAction(os.path.realpath(path))
+        action = FileAction(path)
         try:
             for s, e in spans:
                 e = min(e, _page_ceil(size))
@@ -214,7 +223,7 @@ def prefetch_spans(spans: Iterable[Span], budget: Budget, min_weight: float, evi
                 break  # heaviest first: the rest weigh less still
             r = results.setdefault(span.owner, PrefetchResult(app=span.owner))
             if span.path not in fds:
-                fds[span.path] = open_regular(span.path)
+                fds[span.path] = open_regular(span.path, span.uid)
                 if len(fds) > OPEN_FILES:
                     old = fds.popitem(last=False)[1]
                     if old is not None:
@@ -222,7 +231,7 @@ def prefetch_spans(spans: Iterable[Span], budget: Budget, min_weight: float, evi
             fds.move_to_end(span.path)
             opened = fds[span.path]
             if opened is None:
-                r.skipped[span.path] = "not a regular file outside /proc, /sys, /dev"
+                r.skipped[span.path] = REFUSED
                 continue
             fd, size = opened
             end = min(span.end, _page_ceil(size))

@@ -10,7 +10,7 @@ cost once the plan no longer fits in free memory (it would evict cache that may 
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -46,6 +46,7 @@ class Span:
     start: int
     end: int
     owner: str = field(compare=False, default="")
+    uid: int | None = field(compare=False, default=None)  # the owner's user: the file must be theirs to read
 
     @property
     def bytes(self) -> int:
@@ -67,14 +68,33 @@ def _page_spans(profile: AppProfile, cap: int) -> dict[str, list[tuple[int, int]
     return out
 
 
+_SPANS_KEPT = 16  # a round weighs a handful of programs; each entry holds one profile's spans
+_spans_of: OrderedDict[tuple[str, int, int, int], dict[str, list[tuple[int, int]]]] = OrderedDict()
+
+
+def _profile_spans(profile: AppProfile, cap: int) -> dict[str, list[tuple[int, int]]]:
+    """_page_spans, merged per path, remembered per profile (app, size, ranges, cap): the same profiles
+    are weighed again at every round while their programs stay predicted."""
+    key = (profile.app, profile.bytes, len(profile.ranges), cap)
+    hit = _spans_of.get(key)
+    if hit is None:
+        hit = _spans_of[key] = {path: _merged(spans) for path, spans in _page_spans(profile, cap).items()}
+        while len(_spans_of) > _SPANS_KEPT:
+            _spans_of.popitem(last=False)
+    _spans_of.move_to_end(key)
+    return hit
+
+
 def weigh(candidates: Iterable[Candidate], per_app_cap: int) -> list[Span]:
     """Every page range of the candidates' profiles with its summed weight, heaviest first."""
     bounds: dict[str, list[tuple[int, float, str]]] = defaultdict(list)  # path -> (offset, +-weight, app)
+    uid_of: dict[str, int] = {}
     for c in candidates:
         if c.weight <= 0:
             continue
-        for path, spans in _page_spans(c.profile, per_app_cap).items():
-            for s, e in _merged(spans):
+        uid_of.setdefault(c.app, c.uid)
+        for path, spans in _profile_spans(c.profile, per_app_cap).items():
+            for s, e in spans:
                 bounds[path] += [(s, c.weight, c.app), (e, -c.weight, c.app)]
     out: list[Span] = []
     for path, marks in bounds.items():
@@ -89,7 +109,7 @@ def weigh(candidates: Iterable[Candidate], per_app_cap: int) -> list[Span]:
                         and abs(out[-1].weight - min(weight, 1.0)) < 1e-9:
                     out[-1].end = off
                 else:
-                    out.append(Span(min(weight, 1.0), path, prev, off, owner))
+                    out.append(Span(min(weight, 1.0), path, prev, off, owner, uid_of.get(owner)))
             if w > 0:
                 active[app] = w
             else:

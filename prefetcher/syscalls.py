@@ -16,6 +16,12 @@ SYS_IOPRIO_SET = 251
 SYS_PIDFD_OPEN = 434
 SYS_PROCESS_MADVISE = 440
 SYS_CACHESTAT = 451
+SYS_OPENAT2 = 437
+
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+O_PATH = 0o10000000
+AT_FDCWD = -100
 
 MADV_COLD = 20
 MADV_PAGEOUT = 21
@@ -73,6 +79,24 @@ class CacheStat:
     nr_writeback: int = 0
     nr_evicted: int = 0
     nr_recently_evicted: int = 0
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+_hows: dict[tuple[int, int], _OpenHow] = {}  # built once: a plan opens thousands of files
+_AT_FDCWD = ctypes.c_int(AT_FDCWD)
+_HOW_SIZE = ctypes.c_size_t(ctypes.sizeof(_OpenHow))
+
+
+def openat2(path: str, flags: int, resolve: int) -> int:
+    """openat2(2) from the root directory's view of an absolute path: `resolve` says which links
+    the walk may cross (RESOLVE_NO_SYMLINKS: none, in any component)."""
+    how = _hows.get((flags, resolve))
+    if how is None:
+        how = _hows[(flags, resolve)] = _OpenHow(flags=flags, mode=0, resolve=resolve)
+    return _check(_libc.syscall(SYS_OPENAT2, _AT_FDCWD, os.fsencode(path), ctypes.byref(how), _HOW_SIZE))
 
 
 def cachestat(fd: int, offset: int = 0, length: int = 0) -> CacheStat:

@@ -63,5 +63,11 @@ class ChangeWatcher:
             raise error
         return latest
 
+    def peek(self) -> PredictionChanges:
+        """The latest notice, without waiting and without taking it from next(): a plan being read
+        asks it every 50 ms whether a launch began, at no request's cost."""
+        with self._lock:
+            return self._latest
+
     def close(self) -> None:
         self._stop.set()

@@ -27,7 +27,13 @@ async def healthz(service: ServiceDep) -> Health:
             "lost": int(service.store.query("SELECT COALESCE(SUM(lost), 0) FROM sources")[0][0]),
         }
         detail.update(service.metrics.accuracy_so_far())
+        if service.models.quarantined:
+            detail["quarantined"] = service.models.quarantined  # launches the models refused, skipped
+        if service.store.recovered:
+            detail["database_recovered"] = service.store.recovered
         alive = service.models.alive()
+        if not alive:
+            detail["reason"] = "the model threads stopped (learning and ranking are frozen); see the log"
         return Health(status="ok" if alive else "degraded", service="memo-inference", version=__version__,
                       uptime_s=round(time.time() - service.started, 3), detail=detail)
 

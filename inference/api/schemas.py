@@ -17,14 +17,18 @@ class ApiError(BaseModel):
 class ModelScore(BaseModel):
     name: str
     score: float = Field(description="the member's own score for the app (0 when it did not rank it)")
-    weights: dict[str, float] = Field(default_factory=dict, description="the ensemble's weights on the "
-                                      "member's features for this user: lp (log-prob), rr (1/rank), top")
+    rank: int | None = Field(None, description="where the member alone puts the app (1 = first); null if "
+                             "it did not rank it")
+    weights: dict[str, float] = Field(default_factory=dict, description="the mixer's weights, for this user, "
+                                      "on the member's signals: lp (log-probability), rr (1/rank), top (ranked "
+                                      "first), p (probability)")
 
 
 class Explanation(BaseModel):
     uid: int
     app: str
-    rank: int | None = Field(description="the app's place in the user's ranking; null if not ranked")
+    rank: int | None = Field(description="the app's place in the user's ranking, as GET /v1/predictions "
+                             "serves it now; null if not ranked")
     probability: float
     models: list[ModelScore]
 

@@ -18,7 +18,7 @@ RING_MODEL: dict[str, type[BaseModel]] = {
     "page_events": PageCacheEvent, "swap_events": SwapinEvent,
 }
 # Filled in user space by the collector, not by the kernel.
-COLLECTOR_FIELDS = {"type", "exe", "argv", "cgroup_path", "wall_ts", "path"}
+COLLECTOR_FIELDS = {"type", "exe", "argv", "cgroup_path", "cwd", "wall_ts", "path"}
 SIGNED = (ctypes.c_int8, ctypes.c_int16, ctypes.c_int32, ctypes.c_int64)
 
 
@@ -64,3 +64,14 @@ def test_counters_match_faults_and_exit(compiled) -> None:
     assert counts == {"faults", "majflt", "swapin"}
     assert {"minflt", "majflt"} <= set(FaultsEvent.model_fields)
     assert {"minflt", "majflt", "swapin"} <= set(ExitEvent.model_fields)
+
+
+def test_usage_map_layout_matches_the_bulk_reader(compiled) -> None:
+    """The sweep unpacks the `usage` map's raw structs with records.USAGE_KEY / USAGE_VALUE."""
+    table = compiled[b"usage"]
+    for struct_fmt, ctype, names in ((records.USAGE_KEY, table.Key, ["ino", "chunk", "pid", "dev"]),
+                                     (records.USAGE_VALUE, table.Leaf, ["first_ns", "bits"])):
+        assert [n for n, _ in ctype._fields_] == names
+        assert struct_fmt.size == ctypes.sizeof(ctype)
+        probe = ctype(*range(1, len(names) + 1))
+        assert struct_fmt.unpack(bytes(probe)) == tuple(range(1, len(names) + 1))

@@ -121,3 +121,44 @@ def test_stdout_keeps_every_record_when_stopped_on_a_full_pipe(collector_env: di
     lines = out.splitlines()
     assert len(lines) == printed and printed > 300, (len(lines), printed)
     assert all(json.loads(line)["type"] for line in lines)
+
+
+def test_programs_started_while_the_collector_was_down_are_recorded(start_collector, collector_env,
+                                                                    tmp_path) -> None:
+    """The collector is stopped, a program starts, the collector comes back: the program's launch is
+    there, from the /proc scan at start (its exec record went nowhere); one started before the first
+    run of the collector is not (there is no previous run to have missed it)."""
+    source = f"test-downtime-{os.getpid()}"
+    inference = Inference(collector_env, tmp_path / "inference.log")
+    inference.start()
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    before = lab / "memo-before-first-run"
+    during = lab / "memo-while-down"
+    for exe in (before, during):
+        exe.write_bytes(Path("/usr/bin/sleep").read_bytes())
+        exe.chmod(0o755)
+    early = subprocess.Popen([str(before), "120"])
+    procs = [early]
+    try:
+        c = start_collector(["--source-id", source])
+        _true(3)
+        assert c.stop() == 0
+        procs.append(subprocess.Popen([str(during), "120"]))
+        time.sleep(0.5)
+        c = start_collector(["--source-id", source])
+        _true(3)
+        time.sleep(2.0)
+        assert "started while the collector was down" in c.stderr()
+        assert c.stop() == 0
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(inference.socket)), timeout=5) as client:
+            apps = {a["app"] for a in client.get("http://memo/v1/apps").json()}
+        assert str(during) in apps, apps
+        assert str(before) not in apps, apps
+        spool = Path(collector_env["MEMO_PATHS__DATA_DIR"]) / "spool"
+        assert {oct(d.stat().st_mode & 0o777) for d in (spool, spool / source)} == {"0o700"}, \
+            "the spool holds every user's execs with argv: root's alone"
+    finally:
+        for p in procs:
+            p.kill()
+        inference.stop()

@@ -34,6 +34,34 @@ def test_batcher_seals_by_size() -> None:
     assert [len(s) for s in sealed] == [3, 3, 1]
 
 
+def test_batcher_sends_an_exec_at_once_and_the_rest_in_bulk(monkeypatch) -> None:
+    """An exec waits at most max_age_s (predictions follow it) and takes what came before with it;
+    pages, forks and exits alone wait bulk_age_s, so one launch makes a few batches, not dozens."""
+    clock = [100.0]
+    monkeypatch.setattr("collector.batch.time.monotonic", lambda: clock[0])
+    sealed: list[list] = []
+    b = Batcher(sealed.append, max_events=100, max_age_s=0.02, bulk_age_s=1.0,
+                urgent=lambda ev: isinstance(ev, ExecEvent))
+    b.add([_page(1, 10, 0)])
+    clock[0] += 0.5
+    b.tick()
+    assert sealed == [], "pages wait for the bulk interval"
+    b.add([_exec(1)])
+    clock[0] += 0.01
+    b.tick()
+    assert sealed == []
+    clock[0] += 0.011
+    b.tick()
+    assert [len(s) for s in sealed] == [2], "the exec went out within its interval, the page with it"
+    b.add([_page(1, 10, 1)])
+    clock[0] += 0.99
+    b.tick()
+    assert len(sealed) == 1
+    clock[0] += 0.02
+    b.tick()
+    assert [len(s) for s in sealed] == [2, 1]
+
+
 def test_spool_orders_resumes_and_bounds(tmp_path: Path) -> None:
     spool = Spool(tmp_path, "src", max_bytes=10**9)
     for i in range(3):

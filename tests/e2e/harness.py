@@ -73,6 +73,7 @@ class Memo:
             "MEMO_COLLECTOR__FLUSH_INTERVAL_S": "0.05", "MEMO_PREFETCHER__POLL_INTERVAL_S": "0.2",
             # other engineers' work on this machine moves PSI; the prefetcher's pressure guard has its tests
             "MEMO_PREFETCHER__PSI_SOME_AVG10_MAX": "100", "MEMO_LOG_LEVEL": "INFO",
+            "MEMO_SERVICES__WATCHDOG_S": "6",
         })
         self._unix: httpx.Client | None = None
         self.seen_pids: set[int] = set()

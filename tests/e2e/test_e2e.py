@@ -29,6 +29,7 @@ def test_up_starts_all_three_once(memo: Memo) -> None:
     r = memo.memo("up", "--timeout", "240")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "MEMO is up" in r.stdout and "http://127.0.0.1:" in r.stdout and "make down" in r.stdout
+    assert "inference-user.sock" in r.stdout
     pids = memo.pids()
     assert all(alive(p) for p in pids.values()), pids
     again = memo.memo("up")
@@ -61,7 +62,7 @@ def test_next_program_is_predicted_and_prefetched(memo: Memo, user: ScriptedUser
             if rnd == 0:
                 continue
             try:
-                wait_for(f"{nxt} predicted first", lambda n=nxt: memo.tcp_get(
+                wait_for(f"{nxt} predicted first", lambda n=nxt: memo.get(
                     "/v1/predictions", uid=USER, k=3)["predictions"][0]["app"] == user.apps[n], timeout=10)
                 top_ok = True
             except AssertionError:
@@ -132,6 +133,20 @@ def test_killed_service_comes_back_without_losing_events(memo: Memo, user: Scrip
     assert memo.state()["services"][service]["restarts"] >= 1
 
 
+def test_a_stopped_service_is_killed_and_restarted_by_the_watchdog(memo: Memo) -> None:
+    """SIGSTOP used to go unnoticed for good; the watchdog (services.watchdog_s, 6 s here) restarts it."""
+    before = memo.pids()
+    os.kill(before["prefetcher"], signal.SIGSTOP)
+
+    def back() -> dict[str, int] | None:
+        s = memo.state()["services"]["prefetcher"]
+        return memo.pids() if s["state"] == "running" and s["pid"] != before["prefetcher"] else None
+
+    wait_for("the stopped prefetcher to be restarted", back, timeout=60, every=0.5)
+    assert not alive(before["prefetcher"])
+    assert "stuck for" in memo.log("supervisor")
+
+
 def test_down_leaves_nothing_behind(memo: Memo, user: ScriptedUser) -> None:
     user.stop_running()
     memo.pids()
@@ -152,4 +167,24 @@ def test_down_leaves_nothing_behind(memo: Memo, user: ScriptedUser) -> None:
         if Path(file).exists():
             assert Path(file).read_text().strip() == old, f"{file} not restored"
     assert "removing" not in memo.log("collector").split("stopped after")[-1]
+    left = {p.name for p in memo.run_dir.iterdir()} & {"inference.sock", "inference-user.sock", "inference.port",
+                                                       "supervisor.lock"}
+    assert not left, f"`memo down` left {left}"
     assert memo.memo("down").stdout.startswith("MEMO is not running")
+
+
+def test_a_killed_supervisor_takes_its_services_along_and_up_is_truthful(memo: Memo) -> None:
+    """kill -9 of the supervisor: its services go with it (PR_SET_PDEATHSIG), and the next `memo up`
+    does not take the dead supervisor's state file for a running MEMO."""
+    r = memo.memo("up", "--timeout", "240")
+    assert r.returncode == 0, r.stdout + r.stderr
+    first = memo.pids()
+    os.kill(memo.state()["pid"], signal.SIGKILL)
+    wait_for("the services to stop with their supervisor", lambda: not any(alive(p) for p in first.values()),
+             timeout=60, every=0.5)
+    r = memo.memo("up", "--timeout", "240")
+    assert r.returncode == 0 and "MEMO is up" in r.stdout, r.stdout + r.stderr
+    now = memo.pids()
+    assert all(alive(p) for p in now.values()) and not set(now.values()) & set(first.values()), (first, now)
+    assert memo.memo("down").returncode == 0
+    assert not [p for p in now.values() if alive(p)]

@@ -74,7 +74,10 @@ CHAINS_EXPECTED = [("/usr/bin/cat", NOBODY), ("/usr/bin/cut", NOBODY), ("/usr/bi
                    ("/usr/bin/md5sum", 0)]
 # The system's python3, not a version manager's shim (a shim would name the launch: see segment.py).
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-EXPECTED = ["job.sh", "job.sh", "tool.py", "tool.py", "/usr/bin/ls", "/usr/bin/sort"]
+RECORD_DIR = "/tmp/memo-tree"
+"""The session's directory as the recordings name it (scripts run there are named by absolute path)."""
+EXPECTED = [f"{RECORD_DIR}/job.sh", f"{RECORD_DIR}/job.sh", f"{RECORD_DIR}/tool.py", f"{RECORD_DIR}/tool.py",
+            "/usr/bin/ls", "/usr/bin/sort"]
 
 
 def descendants(events: list[dict], root: int) -> list[dict]:
@@ -127,6 +130,9 @@ def record(session: str = SESSION, scripts: dict[str, str] | None = None,
             records.seek(0)
             out = records.read()
             records.close()
+    # The session ran in a fresh temp dir; its name is written as RECORD_DIR so that a recording
+    # compares equal to the fixture (cwd, argv and file paths hold it).
+    out = out.replace(json.dumps(d)[1:-1], RECORD_DIR)
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     events.sort(key=lambda e: e["ts_ns"])
     mine = descendants(events, shell.pid)

@@ -151,3 +151,20 @@ def test_full_trace_ensemble_beats_best_classical(shared_data: Path, name: str) 
 def test_full_trace_lstm_beats_markov(shared_data: Path, name: str) -> None:
     models = _full(shared_data / name)["models"]
     assert models["lstm"]["top1"] > models["markov"]["top1"]
+
+
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(tmp_path, monkeypatch) -> None:
+    """A bar's carriage-return frames piled up in logs (23 KB in one `memo eval` log): plain lines there."""
+    import sys
+
+    from inference import evaluate
+
+    out = open(tmp_path / "err.log", "w")  # noqa: SIM115
+    monkeypatch.setattr(sys, "stderr", out)
+    bar = evaluate._progress_bar(100, True)
+    for _ in range(100):
+        bar.update(1)
+    bar.close()
+    out.close()
+    text = (tmp_path / "err.log").read_text()
+    assert "\r" not in text and "100/100 launches" in text

@@ -54,3 +54,14 @@ def test_no_server_errors(shared_service: Service, mode: GenerationMode) -> None
             assert mode is GenerationMode.NEGATIVE
     assert not [s for s in statuses if s >= 500], statuses
     assert shared_service.alive()
+
+
+def test_whatever_was_accepted_loads_again_at_start(shared_service: Service) -> None:
+    """After the fuzz above (whatever it got stored), a restart comes up healthy and answers: no row
+    accepted once may stop a later start (issue 13)."""
+    users = [u["uid"] for u in shared_service.unix.get("/v1/users").json()]
+    shared_service.restart()
+    health = shared_service.unix.get("/healthz").json()
+    assert health["status"] == "ok", health
+    for uid in users[:20]:
+        assert shared_service.unix.get("/v1/predictions", params={"uid": uid}).status_code == 200

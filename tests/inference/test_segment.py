@@ -108,11 +108,11 @@ def test_descendants_keeps_only_the_tree() -> None:
      "/usr/bin/python3.11 -m http.server"),
     ("/usr/bin/python3.11", ["python3"], Kind.PROGRAM, "/usr/bin/python3.11"),
     ("/usr/bin/python3.11", ["python3", "-c", "print(1)"], Kind.PROGRAM, "/usr/bin/python3.11"),
-    ("/usr/lib/jvm/bin/java", ["java", "-Xmx1g", "-cp", "a.jar", "-jar", "app.jar"], Kind.PROGRAM, "app.jar"),
-    ("/usr/lib/jvm/bin/java", ["java", "-cp", "lib/*", "org.x.Main"], Kind.PROGRAM, "org.x.Main"),
-    ("/usr/bin/node", ["node", "--require", "ts-node", "srv.js"], Kind.PROGRAM, "srv.js"),
-    ("/usr/bin/perl", ["perl", "-w", "./a/../tool.pl"], Kind.PROGRAM, "tool.pl"),
-    ("/usr/bin/bash", ["bash", "-o", "pipefail", "run.sh"], Kind.PROGRAM, "run.sh"),
+    ("/usr/lib/jvm/bin/java", ["java", "-Xmx1g", "-cp", "a.jar", "-jar", "app.jar"], Kind.PROGRAM, "/w/app.jar"),
+    ("/usr/lib/jvm/bin/java", ["java", "-cp", "lib/*", "org.x.Main"], Kind.PROGRAM, "/usr/lib/jvm/bin/java org.x.Main"),
+    ("/usr/bin/node", ["node", "--require", "ts-node", "srv.js"], Kind.PROGRAM, "/w/srv.js"),
+    ("/usr/bin/perl", ["perl", "-w", "./a/../tool.pl"], Kind.PROGRAM, "/w/tool.pl"),
+    ("/usr/bin/bash", ["bash", "-o", "pipefail", "run.sh"], Kind.PROGRAM, "/w/run.sh"),
     ("/usr/bin/bash", ["-bash"], Kind.LAUNCHER, "/usr/bin/bash"),
     ("/usr/bin/zsh", ["zsh", "-l"], Kind.LAUNCHER, "/usr/bin/zsh"),
     ("/usr/bin/dash", ["sh", "-c", "ls"], Kind.TRANSPARENT, "/usr/bin/dash"),
@@ -122,13 +122,24 @@ def test_descendants_keeps_only_the_tree() -> None:
     ("/usr/bin/vim (deleted)", ["vim"], Kind.PROGRAM, "/usr/bin/vim"),
 ])
 def test_identity(exe: str, argv: list[str], kind: Kind, app: str) -> None:
-    got = identify(ev(filename=exe, exe=exe, argv=argv))
+    got = identify(ev(filename=exe, exe=exe, argv=argv, cwd="/w"))  # relative names resolve there
     assert (got.kind, got.app) == (kind, app)
 
 
 def test_identity_without_argv() -> None:
     """A process gone before the collector read it: a #! script keeps its name; a shell is a program."""
-    assert identify(ev(filename="./job.sh", exe="", argv=[])).app == "job.sh"
+    assert identify(ev(filename="./job.sh", exe="", argv=[], cwd="/home/u")).app == "/home/u/job.sh"
+    assert identify(ev(filename="./job.sh", exe="/usr/bin/bash", argv=[])).app == "/usr/bin/bash", \
+        "never a relative app name: without a cwd, the interpreter"
+
+
+def test_a_script_named_relative_is_named_absolute() -> None:
+    """`python3 ./tool.py` run in /srv/x is /srv/x/tool.py, as the same script run by its full path."""
+    got = identify(ev(filename="/usr/bin/python3", exe="/usr/bin/python3.11", argv=["python3", "./tool.py"],
+                      cwd="/srv/x"))
+    assert (got.kind, got.app) == (Kind.PROGRAM, "/srv/x/tool.py")
+    gone = identify(ev(filename="/usr/bin/python3", exe="/usr/bin/python3.11", argv=["python3", "tool.py"]))
+    assert gone.app == "/usr/bin/python3.11"
     got = identify(ev(filename="/usr/bin/bash", exe="", argv=[]))
     assert (got.kind, got.app) == (Kind.PROGRAM, "/usr/bin/bash")
 

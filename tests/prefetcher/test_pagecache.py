@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import time
 from pathlib import Path
 
@@ -92,19 +93,60 @@ def test_dry_run_reads_nothing(program_copy: list[str]) -> None:
     assert r.prefetched > 0 and sum(resident(f) for f in files) == 0
 
 
-def test_only_regular_files_outside_proc_sys_dev(tmp_path: Path) -> None:
+def test_only_regular_files_outside_proc_sys_dev_and_no_links(tmp_path: Path) -> None:
     target = tmp_path / "data"
     target.write_bytes(b"x" * 8192)
     (tmp_path / "to_proc").symlink_to("/proc/self/status")
     (tmp_path / "to_data").symlink_to(target)
+    (tmp_path / "linkdir").symlink_to(tmp_path)  # a planted link in a directory component
     os.mkfifo(tmp_path / "fifo")
     (tmp_path / "dir").mkdir()
-    paths = ["/proc/self/status", "/sys/kernel/mm/transparent_hugepage/enabled", "/dev/zero",
+    paths = ["/proc/self/status", "/sys/kernel/mm/transparent_hugepage/enabled", "/dev/zero", "/dev/sda",
              str(tmp_path / "to_proc"), str(tmp_path / "fifo"), str(tmp_path / "dir"), "relative/file",
-             str(tmp_path / "missing"), str(tmp_path / "to_data")]
-    ranges = [ProfileRange(path=p, offset=0, length=4096) for p in paths]
-    r = pagecache.prefetch_profile(AppProfile(app="x", launches=1, bytes=0, ranges=ranges),
+             str(tmp_path / "missing"), str(tmp_path / "to_data"), str(tmp_path / "linkdir" / "data"),
+             f"{tmp_path}/../{tmp_path.name}/data", str(tmp_path) + "/data\0/etc/shadow", str(target)]
+    ranges = [ProfileRange.model_construct(path=p, offset=0, length=4096) for p in paths]
+    r = pagecache.prefetch_profile(AppProfile.model_construct(app="x", launches=1, bytes=0, ranges=ranges),
                                    Budget(1 << 30), 1 << 30)
-    assert set(r.skipped) == set(paths[:-1])
-    assert [f.path for f in r.files] in ([], [str(target)])  # the symlink resolves to a regular file
+    assert set(r.skipped) == set(paths[:-1]), "links, devices, FIFOs, odd names: all refused, none fatal"
+    assert [f.path for f in r.files] in ([], [str(target)])
     assert stat.S_ISREG(os.stat(target).st_mode)
+
+
+def test_a_fifo_or_device_is_never_really_opened(tmp_path: Path) -> None:
+    """A writer blocked opening a FIFO wakes the moment anyone opens it for reading: it stays blocked
+    through a prefetch of that FIFO (checked on an O_PATH descriptor, which opens nothing)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    opened = threading.Event()
+
+    def writer() -> None:
+        fd = os.open(fifo, os.O_WRONLY)  # blocks until a reader opens
+        opened.set()
+        os.close(fd)
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    time.sleep(0.1)
+    assert pagecache.open_regular(str(fifo)) is None
+    assert not opened.wait(0.3), "the prefetcher opened the FIFO"
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # let the writer go
+    t.join(5)
+    os.close(fd)
+    assert opened.is_set()
+
+
+def test_files_only_for_a_user_who_may_read_them(tmp_path: Path) -> None:
+    """Root reads ahead on a prediction's behalf, so a file private to another user is refused."""
+    os.chmod(tmp_path, 0o755)
+    private, shared = tmp_path / "private", tmp_path / "shared"
+    for f, mode in ((private, 0o600), (shared, 0o644)):
+        f.write_bytes(b"x" * 8192)
+        os.chown(f, 65534, 65534)
+        os.chmod(f, mode)
+    for path, uid, ok in ((private, 65534, True), (private, 12345, False), (private, 0, True),
+                          (shared, 12345, True), (private, None, True)):
+        got = pagecache.open_regular(str(path), uid)
+        assert (got is not None) == ok, (path, uid)
+        if got:
+            os.close(got[0])

@@ -1,0 +1,108 @@
+"""The collector's own downtime: programs started while it was not running, recorded from /proc.
+
+While the collector is down (killed, restarting, upgraded) the kernel's exec records go nowhere, so
+those launches would be lost to the models. The collector writes a heartbeat (this boot's id and the
+CLOCK_MONOTONIC time it last ran) next to its spool; at start, every process still running that
+started after that time is recorded as an exec, oldest first. What is lost: programs that started
+*and exited* during the downtime, and the exec chain of a wrapper (only the program it became is seen).
+A launch just before a crash, after the last heartbeat, may be recorded twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from collector.enrich import exe
+from memo.contract import ExecEvent
+
+log = logging.getLogger(__name__)
+HEARTBEAT_S = 5.0
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+class Heartbeat:
+    """When the collector last ran, kept in a small file (atomic rename; no fsync: a stale value only
+    widens the next scan by a few seconds)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._next = 0.0
+
+    def last(self) -> int | None:
+        """The monotonic ns of the previous run's last beat in this boot, else None."""
+        try:
+            data = json.loads(self.path.read_text())
+            if data.get("boot_id") == boot_id() and isinstance(data.get("mono_ns"), int):
+                return data["mono_ns"]
+        except (OSError, ValueError, AttributeError):
+            pass
+        return None
+
+    def beat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._next:
+            return
+        self._next = now + HEARTBEAT_S
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps({"boot_id": boot_id(), "mono_ns": time.monotonic_ns()}))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.warning("cannot write the heartbeat %s: %s", self.path, exc)
+
+
+def _started(pid: int) -> tuple[int, int, str] | None:
+    """(start ns since boot, ppid, comm) of a process, or None (gone, or a kernel thread)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes().decode("utf-8", "replace")
+    except OSError:
+        return None
+    comm = raw[raw.index("(") + 1:raw.rindex(")")]
+    fields = raw[raw.rindex(")") + 2:].split()
+    ppid, flags, start = int(fields[1]), int(fields[6]), int(fields[19])
+    if flags & 0x00200000 or ppid == 2:  # PF_KTHREAD
+        return None
+    return start * 1_000_000_000 // _TICKS, ppid, comm
+
+
+def _uid(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_bytes().decode("utf-8", "replace").splitlines():
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def missed_execs(since_ns: int, until_ns: int, skip: frozenset[int] = frozenset()) -> list[ExecEvent]:
+    """An exec record for each running process that started in (since_ns, until_ns), oldest first."""
+    out: list[ExecEvent] = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) in skip:
+            continue
+        pid = int(entry.name)
+        info = _started(pid)
+        if info is None or not since_ns < info[0] < until_ns:
+            continue
+        path = exe(pid)
+        if not path:
+            continue
+        uid = _uid(pid)
+        if uid is None:
+            continue
+        out.append(ExecEvent(ts_ns=info[0], pid=pid, ppid=info[1], uid=uid, cgroup_id=0, comm=info[2][:15],
+                             filename=path.removesuffix(" (deleted)")))
+    out.sort(key=lambda ev: ev.ts_ns)
+    return out
