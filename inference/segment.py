@@ -1,4 +1,4 @@
-"""Launch segmentation: which execs are program starts a user would recognise (DESIGN "App identity").
+"""Launch segmentation: which execs are program starts a user would recognise (README "What a launch is").
 
 An exec tracer sees every execve: a shell script that runs sed, grep and cat is five execs but one
 program to its user. The segmenter follows each source's process tree (fork/exec/exit) and gives

@@ -109,16 +109,3 @@ def _can_open(sock: Path) -> bool:
 def default_uid() -> int:
     """The user a query is about: the invoking user, also under sudo."""
     return int(os.environ.get("SUDO_UID", os.getuid()))
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text -> {'name{labels}': value} (enough for counters and gauges)."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            try:
-                out[key] = float(value)
-            except ValueError:
-                pass
-    return out

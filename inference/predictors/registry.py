@@ -25,7 +25,7 @@ _TARGETS: dict[str, str] = {
     "markov": "inference.predictors.markov:Markov",
     "ppm": "inference.predictors.ppm:PPM",
     "lstm": "inference.predictors.lstm:LSTMPredictor",
-    "llm": "inference.predictors.llm:LLMPredictor",  # its own issue; skipped until the module exists
+    "llm": "inference.predictors.llm:LLMPredictor",  # opt-in: vLLM in its own process (inference/llm)
 }
 _FACTORIES: dict[str, Factory] = {}
 _warned: set[str] = set()
