@@ -40,6 +40,14 @@ def _link(path: str) -> str:
         return ""
 
 
+def proc_field(pid: int, name: str, key: str, default: str = "0") -> str:
+    """The first word after ``key:`` in /proc/PID/<name> (status: PPid, Uid...); ``default`` if unreadable."""
+    for line in _read(PROC / str(pid) / name).decode("utf-8", "replace").splitlines():
+        if line.startswith(key + ":"):
+            return line.split(":", 1)[1].split()[0]
+    return default
+
+
 def exe(pid: int) -> str:
     return _link(f"/proc/{pid}/exe")
 
@@ -150,7 +158,8 @@ class Enricher:
     def exec(self, ev: ExecEvent) -> ExecEvent:
         """Fill exe, argv, cgroup; learn the new image's files (binary, loader, libraries mapped so
         far), whose pages execve itself reads before any openat could name them."""
-        path = exe(ev.pid) or (absolute(ev.filename, ev.pid, ev.ppid) if not ev.filename.startswith("/") else "")
+        relative = not ev.filename.startswith("/")
+        path = exe(ev.pid) or (absolute(ev.filename, ev.pid, ev.ppid) if relative else "")
         cwd = _link(f"/proc/{ev.pid}/cwd")
         self.files.learn_file(path or ev.filename)
         self.files.learn_maps(ev.pid, force=True)

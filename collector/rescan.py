@@ -16,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from collector.enrich import exe
+from collector.enrich import exe, proc_field
 from memo.contract import ExecEvent
 
 log = logging.getLogger(__name__)
@@ -76,16 +76,6 @@ def _started(pid: int) -> tuple[int, int, str] | None:
     return start * 1_000_000_000 // _TICKS, ppid, comm
 
 
-def _uid(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_bytes().decode("utf-8", "replace").splitlines():
-            if line.startswith("Uid:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def missed_execs(since_ns: int, until_ns: int, skip: frozenset[int] = frozenset()) -> list[ExecEvent]:
     """An exec record for each running process that started in (since_ns, until_ns), oldest first."""
     out: list[ExecEvent] = []
@@ -99,10 +89,11 @@ def missed_execs(since_ns: int, until_ns: int, skip: frozenset[int] = frozenset(
         path = exe(pid)
         if not path:
             continue
-        uid = _uid(pid)
-        if uid is None:
+        uid = proc_field(pid, "status", "Uid", default="")
+        if not uid.isdigit():
             continue
-        out.append(ExecEvent(ts_ns=info[0], pid=pid, ppid=info[1], uid=uid, cgroup_id=0, comm=info[2][:15],
+        out.append(ExecEvent(ts_ns=info[0], pid=pid, ppid=info[1], uid=int(uid), cgroup_id=0,
+                             comm=info[2][:15],
                              filename=path.removesuffix(" (deleted)")))
     out.sort(key=lambda ev: ev.ts_ns)
     return out

@@ -54,7 +54,7 @@ class BPFSource:
         self._lost_seen = 0
         self._window_ns = int(cfg.launch_window_s * 1e9)
         self._last_exec_ns = time.monotonic_ns()
-        self._launched: dict[int, int] = {}  # pid -> exec/fork time, since the launches went quiet
+        self._launched: set[int] = set()  # pids that exec'd or forked since the launches went quiet
         self._exited: set[int] = set()  # of those, pids whose exit record came since the last sweep
         self._usage_due_ns = 0  # when the oldest chunk in `usage` is due (0: unknown, sweep)
         self._last_emit = 0.0  # monotonic time of the last events handed on
@@ -120,8 +120,9 @@ class BPFSource:
         oldest_left = now
         keys, values, _ = maps.read(table)
         ksize = records.USAGE_KEY.size
-        for i, ((ino, chunk, pid, dev), (first_ns, bits)) in enumerate(
-                zip(records.USAGE_KEY.iter_unpack(keys), records.USAGE_VALUE.iter_unpack(values))):
+        entries = zip(records.USAGE_KEY.iter_unpack(keys), records.USAGE_VALUE.iter_unpack(values),
+                      strict=True)
+        for i, ((ino, chunk, pid, dev), (first_ns, bits)) in enumerate(entries):
             if final or first_ns <= due or pid in exited:
                 taken.append(keys[i * ksize:(i + 1) * ksize])
                 out.extend(records.usage_events(pid, dev, ino, chunk, first_ns, bits))
@@ -163,8 +164,9 @@ class BPFSource:
             self._last_exec_ns = max(self._last_exec_ns, execs[-1])
         for ev in events:
             if isinstance(ev, ExecEvent | ForkEvent):
-                self._launched[ev.pid] = ev.ts_ns
-            elif isinstance(ev, ExitEvent) and self._launched.pop(ev.pid, None) is not None:
+                self._launched.add(ev.pid)
+            elif isinstance(ev, ExitEvent) and ev.pid in self._launched:
+                self._launched.discard(ev.pid)
                 self._exited.add(ev.pid)
         # Execs first: execve reads the binary's pages before its exec record, and learning the
         # exec'd files is what names those pages.
@@ -215,16 +217,6 @@ class BPFSource:
         loader.close(self.loaded, self.cfg.keep_pins)
 
 
-def _proc_field(pid: int, name: str, key: str) -> str:
-    try:
-        for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return line.split(":", 1)[1].split()[0]
-    except OSError:
-        pass
-    return "0"
-
-
 def _comm(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
@@ -249,14 +241,14 @@ class ProcConnectorSource:
         kind, ts = msg["event"].removeprefix("PROC_EVENT_"), msg["timestamp_ns"]
         if kind == "EXEC":
             pid = msg["process_tgid"]
-            ev = ExecEvent(ts_ns=ts, pid=pid, ppid=int(_proc_field(pid, "status", "PPid")),
-                           uid=int(_proc_field(pid, "status", "Uid")), cgroup_id=0, comm=_comm(pid),
+            ev = ExecEvent(ts_ns=ts, pid=pid, ppid=int(enrich.proc_field(pid, "status", "PPid")),
+                           uid=int(enrich.proc_field(pid, "status", "Uid")), cgroup_id=0, comm=_comm(pid),
                            filename=enrich.exe(pid))
             return self.enricher.exec(ev)
         if kind == "FORK" and msg["child_pid"] == msg["child_tgid"]:
             pid = msg["child_tgid"]
             return ForkEvent(ts_ns=ts, pid=pid, ppid=msg["parent_tgid"],
-                             uid=int(_proc_field(pid, "status", "Uid")), comm=_comm(pid))
+                             uid=int(enrich.proc_field(pid, "status", "Uid")), comm=_comm(pid))
         if kind == "EXIT" and msg["process_pid"] == msg["process_tgid"]:
             code = msg["exit_code"]
             return ExitEvent(ts_ns=ts, pid=msg["process_tgid"],

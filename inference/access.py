@@ -48,17 +48,20 @@ class PeerCredProtocol(HttpToolsProtocol):
         self.client = (PEER, uid)
 
 
-async def _refuse(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _refuse(send: Send, status: int, detail: str,
+                  headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = json.dumps({"detail": detail, "errors": []}).encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
                             *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
 
 
 async def _refuse_write(scope: Scope, send: Send) -> None:
     await _refuse(send, 405, f"{scope['method']} {scope['path']} is accepted only on the Unix socket "
-                             "inference.sock; this listener is read-only", [(b"allow", b"GET, HEAD, OPTIONS")])
+                             "inference.sock; this listener is read-only",
+                  [(b"allow", b"GET, HEAD, OPTIONS")])
 
 
 def tcp_guard(app: ASGIApp, user_data: bool) -> ASGIApp:
@@ -71,7 +74,8 @@ def tcp_guard(app: ASGIApp, user_data: bool) -> ASGIApp:
             if not user_data and scope["path"] not in PUBLIC_PATHS:
                 return await _refuse(send, 403, f"{scope['path']} holds users' launches, which TCP does not "
                                                 "serve (set inference.tcp_user_data to allow it); ask on the "
-                                                "Unix socket inference-user.sock (your own) or inference.sock")
+                                                "Unix socket inference-user.sock (your own) or "
+                                                "inference.sock")
         await app(scope, receive, send)
 
     return guarded
@@ -92,12 +96,13 @@ def user_socket_guard(app: ASGIApp) -> ASGIApp:
             return await app(scope, receive, send)
         if uid < 0 or path not in OWN_DATA_PATHS:
             return await _refuse(send, 403, f"{path}: this socket answers each user about themself only "
-                                            "(predictions, explain); other users' data needs root or group memo "
-                                            "(inference.sock)")
+                                            "(predictions, explain); other users' data needs root or group "
+                                            "memo (inference.sock)")
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         asked = [v for k, v in query if k == "uid"]
         if any(v != str(uid) for v in asked):
-            return await _refuse(send, 403, f"uid {asked[0]} is not yours (you are uid {uid}): a user's launches "
+            return await _refuse(send, 403, f"uid {asked[0]} is not yours (you are uid {uid}): a user's "
+                                            "launches "
                                             "are private to that user")
         if not asked:
             query.append(("uid", str(uid)))

@@ -19,6 +19,7 @@ from inference.service import Service
 from memo import __version__
 from memo.config import Config
 
+
 def create_app(config: Config) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -31,7 +32,8 @@ def create_app(config: Config) -> FastAPI:
 
     app = FastAPI(title="MEMO inference", version=__version__, lifespan=lifespan,
                   description="Launch predictions, launch profiles and ingest for MEMO. Ingest and feedback "
-                              "(POST) are accepted on the Unix socket inference.sock only; inference-user.sock "
+                              "(POST) are accepted on the Unix socket inference.sock only; "
+                              "inference-user.sock "
                               "answers each local user about themself; TCP serves health, metrics and docs.")
     for router in ROUTERS:
         app.include_router(router)

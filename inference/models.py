@@ -399,8 +399,8 @@ class Models:
         for items in ((served.items if served else []), full):
             for i, r in enumerate(items):
                 if r.app == app:
-                    return (i + 1, r.probability, {n: (float(r.models.get(n, 0.0)), own.get(n)) for n in model.names},
-                            weights)
+                    scores = {n: (float(r.models.get(n, 0.0)), own.get(n)) for n in model.names}
+                    return i + 1, r.probability, scores, weights
         return None, 0.0, {n: (0.0, None) for n in model.names}, weights
 
 

@@ -90,10 +90,5 @@ class Profiles:
         ranked program's profile (its last launches' pages from the store, merged) after each of them
         was half of the service's CPU in a replayed session."""
         with self._lock:
-            cached = self._cache.get(app)
             seen = self._bytes.get(app)
-        if cached is not None:
-            return cached.bytes
-        if seen is not None:
-            return seen
-        return self.get(app).bytes
+        return seen if seen is not None else self.get(app).bytes

@@ -62,8 +62,8 @@ class CollectorConfig(BaseModel):
     batch_max_events: int = Field(2000, ge=1, le=10_000, description="most events in one batch sent")
     flush_interval_s: float = Field(0.02, gt=0, description="longest an exec record waits before it is sent "
                                     "(predictions follow each launch)")
-    bulk_flush_s: float = Field(1.0, gt=0, description="longest any other record (forks, exits, pages, faults) "
-                                "waits: fewer, larger batches cost less to spool, send and store")
+    bulk_flush_s: float = Field(1.0, gt=0, description="longest any other record (forks, exits, pages, "
+                                "faults) waits: fewer, larger batches cost less to spool, send and store")
     faults_interval_s: float = Field(5.0, gt=0, description="period of per-process fault records")
     fault_source: Literal["memcg", "page_fault_user"] = Field(
         "memcg", description="count faults on memcg:count_memcg_events PGFAULT (one eBPF program per "
@@ -80,8 +80,9 @@ class InferenceConfig(BaseModel):
     port: int = Field(8077, ge=0, le=65535, description="read-only HTTP API port (0 = any free port)")
     socket_mode: int = Field(0o660, description="mode of the Unix socket (432 = 0o660)")
     socket_group: str = Field("memo", description="group owning the socket, if it exists")
-    tcp_user_data: bool = Field(False, description="serve per-user data (predictions, apps, profiles, feedback) "
-                                "on TCP too: whoever reaches the port then reads every user's launches")
+    tcp_user_data: bool = Field(False, description="serve per-user data (predictions, apps, profiles, "
+                                "feedback) on TCP too: whoever reaches the port then reads every user's "
+                                "launches")
     models: list[str] = Field(
         default_factory=lambda: ["mfu", "mru", "markov", "ppm", "lstm"],
         description="predictors that join the ensemble; add \"llm\" for the vLLM member (about 1 GB while it "
@@ -160,9 +161,9 @@ class ServicesConfig(BaseModel):
         16 * 1024 * 1024, ge=0, description="under `memo up`, a service's log past this size is moved to "
         "<name>.log.1 (one generation kept) and started again; 0 = never")
     watchdog_s: float = Field(
-        60.0, ge=0, description="under `memo up`, a running service that is stopped (SIGSTOP), or an inference "
-        "that does not answer /healthz or reports itself degraded, for this long is killed and restarted; 0 = "
-        "never")
+        60.0, ge=0, description="under `memo up`, a running service that is stopped (SIGSTOP), or an "
+        "inference that does not answer /healthz or reports itself degraded, for this long is killed and "
+        "restarted; 0 = never")
 
 
 class Config(BaseSettings):

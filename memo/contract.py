@@ -205,10 +205,11 @@ class Prediction(BaseModel):
     app: str
     probability: float = Field(ge=0.0, le=1.0)
     horizon_s: float = Field(ge=0.0, description="expected seconds until the launch")
-    profile_bytes: int = Field(ge=0, description="bytes in the app's launch profile, as last built (it may lag "
-                               "new pages; profile_version does not)")
-    profile_version: int = Field(0, ge=0, description="changes whenever the profile gains pages: a client holding "
-                                 "the profile of this version (AppProfile.version) need not fetch it again")
+    profile_bytes: int = Field(ge=0, description="bytes in the app's launch profile, as last built (it may "
+                               "lag new pages; profile_version does not)")
+    profile_version: int = Field(0, ge=0, description="changes whenever the profile gains pages: a client "
+                                 "holding the profile of this version (AppProfile.version) need not fetch it "
+                                 "again")
     models: dict[str, float] = Field(default_factory=dict, description="each model's score, to explain")
 
 

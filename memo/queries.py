@@ -110,10 +110,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 EMPTY_PROFILE = (
     "Its profile is empty: MEMO has seen it start but no file pages it used in its launch window (the first "
-    "seconds after exec) that it could name. Usual reasons: every launch so far came before the collector was "
-    "running, the program uses only files MEMO never prefetches (under /proc, /sys, /dev), or it exits at "
-    "once (like `cat` of a small file). Run it again with `sudo make up` running; `sudo memo trace` shows "
-    "what the collector sees.")
+    "seconds after exec) that it could name. Usual reasons: every launch so far came before the collector "
+    "was running, the program uses only files MEMO never prefetches (under /proc, /sys, /dev), or it exits "
+    "at once (like `cat` of a small file). Run it again with `sudo make up` running; `sudo memo trace` "
+    "shows what the collector sees.")
 
 
 def _size(n: int) -> str:
@@ -155,8 +155,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 EXPLAIN_LEGEND = (
     "its score: the model's own probability that this program is launched next; its own rank: where that "
     "model alone would put it. The trust columns are the weights the mixer has learnt for you on each of the "
-    "model's signals: its log-probability, its probability, 1/its rank, and a bonus when it ranks the program "
-    "first (0 = ignored, higher = followed). The final probability is the mixer's softmax over those signals.")
+    "model's signals: its log-probability, its probability, 1/its rank, and a bonus when it ranks the "
+    "program first (0 = ignored, higher = followed). The final probability is the mixer's softmax over those "
+    "signals.")
 
 
 def add_predict_cli(p: argparse.ArgumentParser) -> None:

@@ -66,7 +66,8 @@ def reason(name: str, p: dict[str, Any], detail: dict[str, Any], error: str) -> 
         return (f"exited with code {last.get('rc', '?')} after {last.get('ran_s', '?')} s; the supervisor "
                 f"restarts it after a pause{f'. Last log line: {line}' if line else ''} (log: {log})")
     if state == "dead":
-        return f"its process is gone; the supervisor restarts it, else `sudo make down && sudo make up` (log: {log})"
+        return (f"its process is gone; the supervisor restarts it, else `sudo make down && sudo make up` "
+                f"(log: {log})")
     if state == "starting":
         return "starting: waiting for it to say it is ready"
     if name != "inference":
@@ -75,9 +76,11 @@ def reason(name: str, p: dict[str, Any], detail: dict[str, Any], error: str) -> 
         return f"its API does not answer: {error}" if error else "its API does not answer"
     notes = []
     if p.get("health") == "degraded":
-        notes.append(f"degraded: {detail.get('reason', 'see its log')}; `sudo make down && sudo make up` restarts it")
+        notes.append(f"degraded: {detail.get('reason', 'see its log')}; `sudo make down && sudo make up` "
+                     "restarts it")
     if detail.get("database_recovered"):
-        notes.append(f"started with an empty store: the database was unreadable: {detail['database_recovered']}")
+        notes.append("started with an empty store: the database was unreadable: "
+                     f"{detail['database_recovered']}")
     if detail.get("quarantined"):
         notes.append(f"{detail['quarantined']} stored launches were skipped by the models (see the log)")
     return "; ".join(notes)

@@ -79,7 +79,7 @@ class Supervisor:
         self.placement: placement.Placement | None = None
         self.stopping = False
         self.started = time.time()
-        self._health: httpx.Client | None = None  # the watchdog's
+        self._health: httpx.Client | None = None  # see _healthz
         self._ready: dict[str, Callable[[Child], bool]] = {
             "inference": self._inference_ready, "collector": self._collector_ready,
             "prefetcher": self._logged("memo-prefetcher: started", quiet_after_s=2.0)}
@@ -91,11 +91,17 @@ class Supervisor:
         try:
             if self.run.port_file.stat().st_mtime < child.started_at - 1:
                 return False
-            with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.run.socket)), timeout=2.0,
-                              base_url="http://memo-inference") as c:
-                return c.get("/healthz").status_code == 200
+            return self._healthz(timeout_s=2.0).status_code == 200
         except (OSError, httpx.HTTPError):
             return False
+
+    def _healthz(self, timeout_s: float) -> httpx.Response:
+        """GET /healthz on inference's socket, through one client for the supervisor's life (making
+        one costs ~10 ms of CPU; readiness asks every 0.1 s, the watchdog every 10 s)."""
+        if self._health is None:
+            self._health = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.run.socket)),
+                                        base_url="http://memo-inference")
+        return self._health.get("/healthz", timeout=timeout_s)
 
     def _collector_ready(self, child: Child) -> bool:
         """Its programs are pinned (eBPF), or it says it is ready (any source, at log level INFO)."""
@@ -244,11 +250,8 @@ class Supervisor:
             return ""
         if child.name != "inference":
             return ""
-        if self._health is None:  # one client for the supervisor's life: making one costs ~10 ms of CPU
-            self._health = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.run.socket)), timeout=5.0,
-                                        base_url="http://memo-inference")
         try:
-            health = self._health.get("/healthz").json()
+            health = self._healthz(timeout_s=5.0).json()
         except (OSError, httpx.HTTPError, ValueError) as exc:
             return f"/healthz unanswered ({type(exc).__name__})"
         if health.get("status") != "ok":

@@ -43,8 +43,9 @@ async def get_explain(service: ServiceDep, uid: Uid,
     rank, prob, scores, weights = await run_in_threadpool(service.models.explain, uid, app)
     names = list(dict.fromkeys([*scores, *weights]))
     return Explanation(uid=uid, app=app, rank=rank, probability=prob,
-                       models=[ModelScore(name=n, score=scores.get(n, (0.0, None))[0], rank=scores.get(n, (0.0, None))[1],
-                                          weights=weights.get(n, {})) for n in names])
+                       models=[ModelScore(name=n, score=scores.get(n, (0.0, None))[0],
+                                          rank=scores.get(n, (0.0, None))[1], weights=weights.get(n, {}))
+                               for n in names])
 
 
 @router.get("/v1/users", response_model=list[UserInfo], summary="Users the service has a model for")

@@ -20,8 +20,8 @@ class ModelScore(BaseModel):
     rank: int | None = Field(None, description="where the member alone puts the app (1 = first); null if "
                              "it did not rank it")
     weights: dict[str, float] = Field(default_factory=dict, description="the mixer's weights, for this user, "
-                                      "on the member's signals: lp (log-probability), rr (1/rank), top (ranked "
-                                      "first), p (probability)")
+                                      "on the member's signals: lp (log-probability), rr (1/rank), top "
+                                      "(ranked first), p (probability)")
 
 
 class Explanation(BaseModel):

@@ -14,7 +14,8 @@ from memo.contract import MAX_ARG_CHARS, MAX_ARGS, EventBatch, ExecEvent, PageCa
 
 
 def _exec_of(pid: int, filename: str) -> ExecEvent:
-    return ExecEvent(ts_ns=time.monotonic_ns(), pid=pid, ppid=1, uid=0, cgroup_id=0, comm="x", filename=filename)
+    return ExecEvent(ts_ns=time.monotonic_ns(), pid=pid, ppid=1, uid=0, cgroup_id=0, comm="x",
+                     filename=filename)
 
 
 def test_exec_fields_fit_the_contract(tmp_path: Path) -> None:

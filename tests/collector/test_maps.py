@@ -22,7 +22,8 @@ def table():
 
 
 def _entries(keys: bytes, values: bytes) -> list[tuple[int, int]]:
-    return [(k, v) for (k,), (v,) in zip(struct.iter_unpack("=Q", keys), struct.iter_unpack("=Q", values))]
+    pairs = zip(struct.iter_unpack("=Q", keys), struct.iter_unpack("=Q", values), strict=True)
+    return [(k, v) for (k,), (v,) in pairs]
 
 
 def test_batched_read_and_delete_match_the_map(table) -> None:

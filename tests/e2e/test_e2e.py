@@ -167,8 +167,8 @@ def test_down_leaves_nothing_behind(memo: Memo, user: ScriptedUser) -> None:
         if Path(file).exists():
             assert Path(file).read_text().strip() == old, f"{file} not restored"
     assert "removing" not in memo.log("collector").split("stopped after")[-1]
-    left = {p.name for p in memo.run_dir.iterdir()} & {"inference.sock", "inference-user.sock", "inference.port",
-                                                       "supervisor.lock"}
+    left = {p.name for p in memo.run_dir.iterdir()} & {
+        "inference.sock", "inference-user.sock", "inference.port", "supervisor.lock"}
     assert not left, f"`memo down` left {left}"
     assert memo.memo("down").stdout.startswith("MEMO is not running")
 

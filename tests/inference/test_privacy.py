@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.inference.conftest import Service
+from tests.inference.conftest import Service, _running
 from tests.inference.events import batch, session
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching to another uid needs root")
@@ -28,7 +28,8 @@ try:
     s.connect(path)
 except OSError as exc:
     print(json.dumps({"status": 0, "error": str(exc)})); sys.exit()
-s.sendall(f"{method} {target} HTTP/1.1\r\nHost: memo\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+s.sendall(f"{method} {target} HTTP/1.1\r\nHost: memo\r\nContent-Length: 0\r\n"
+          "Connection: close\r\n\r\n".encode())
 data = b""
 while chunk := s.recv(65536):
     data += chunk
@@ -48,19 +49,16 @@ def open_service() -> Iterator[Service]:
     """A service whose run directory other users can reach (pytest's tmp_path is root's alone)."""
     root = Path(tempfile.mkdtemp(prefix="memo-privacy-", dir="/tmp"))
     os.chmod(root, 0o755)
-    svc = Service(root)
-    svc.start()
     try:
-        yield svc
+        yield from _running(root)
     finally:
-        if svc.proc is not None and svc.proc.poll() is None:
-            svc.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
 def test_the_store_and_its_folder_are_memos_alone(open_service: Service) -> None:
     svc = open_service
-    svc.unix.post("/v1/events", content=batch("p", 1, session(["/usr/bin/vim"] * 3, uid=1000))).raise_for_status()
+    events = session(["/usr/bin/vim"] * 3, uid=1000)
+    svc.unix.post("/v1/events", content=batch("p", 1, events)).raise_for_status()
     db = svc.data_dir / "inference.sqlite3"
     assert stat.S_IMODE(svc.data_dir.stat().st_mode) == 0o700
     for f in (db, db.with_name(db.name + "-wal")):
@@ -89,14 +87,16 @@ def test_the_user_socket_answers_each_user_about_themself(open_service: Service)
     svc.wait_launches(NOBODY, 8)
     sock = str(svc.run_dir / "inference-user.sock")
     assert stat.S_IMODE(os.stat(sock).st_mode) == 0o666
-    assert _as_nobody(str(svc.socket), "GET", "/v1/users")["status"] == 0, "inference.sock is not for everyone"
+    assert _as_nobody(str(svc.socket), "GET", "/v1/users")["status"] == 0, \
+        "inference.sock is not for everyone"
 
     mine = _as_nobody(sock, "GET", "/v1/predictions")
     assert mine["status"] == 200
     got = json.loads(mine["body"])
-    assert got["uid"] == NOBODY and {p["app"] for p in got["predictions"]} >= {"/usr/bin/less", "/usr/bin/man"}
+    assert got["uid"] == NOBODY
+    assert {p["app"] for p in got["predictions"]} >= {"/usr/bin/less", "/usr/bin/man"}
     assert _as_nobody(sock, "GET", f"/v1/predictions?uid={NOBODY}")["status"] == 200
-    assert _as_nobody(sock, "GET", f"/v1/explain?app=/usr/bin/man")["status"] == 200
+    assert _as_nobody(sock, "GET", "/v1/explain?app=/usr/bin/man")["status"] == 200
     theirs = _as_nobody(sock, "GET", "/v1/predictions?uid=1000")
     assert theirs["status"] == 403 and "not yours" in theirs["body"]
     for path in ("/v1/users", "/v1/apps", "/v1/apps/%2Fusr%2Fbin%2Fvim/profile", "/v1/feedback",

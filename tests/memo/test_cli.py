@@ -94,7 +94,8 @@ def test_trace_lines() -> None:
     assert p.line({"type": "exit", "ts_ns": 2, "pid": 7, "exit_code": 0, "minflt": 0, "majflt": 0,
                    "swapin": 0}) is None  # an exit whose exec was not traced
     assert "3 records dropped" in (p.line({"type": "lost", "ts_ns": 3, "pid": 0, "count": 3}) or "")
-    hostile = p.line({"type": "exec", "ts_ns": 1_300_000_000, "pid": 43, "ppid": 1, "uid": 1000, "cgroup_id": 1,
+    hostile = p.line({"type": "exec", "ts_ns": 1_300_000_000, "pid": 43, "ppid": 1, "uid": 1000,
+                      "cgroup_id": 1,
                       "comm": "x\x1b", "filename": "/x", "exe": "/x",
                       "argv": ["x", "\x1b]0;owned\x07", "two\nlines", "a b"]})
     assert hostile is not None and "\x1b" not in hostile and "\n" not in hostile, hostile

@@ -5,7 +5,6 @@ says why, sizes are for people, and status gives a reason and a non-zero exit fo
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,7 +27,8 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     apps = ["/usr/bin/vim", "/usr/bin/git", "/usr/bin/make"] * 8
     evs = session(apps, uid=UID)
     # /usr/bin/cat: launched, but never used a file it could name -> an empty profile
-    evs += [fork_ev(900, 100, UID), exec_ev(900, 100, "/usr/bin/cat", uid=UID, wall_ts=1.8e9), page_ev(900, "", 0)]
+    evs += [fork_ev(900, 100, UID), exec_ev(900, 100, "/usr/bin/cat", uid=UID, wall_ts=1.8e9),
+            page_ev(900, "", 0)]
     evs += [fork_ev(901, 100, UID), exec_ev(901, 100, "/opt/big/app", uid=UID, wall_ts=1.8e9 + 60),
             page_ev(901, "/opt/big/lib.so", 0, 3000)]
     s.unix.post("/v1/events", content=batch("q", 1, evs)).raise_for_status()
@@ -53,7 +53,7 @@ def test_explain_agrees_with_predict_and_says_what_it_shows(svc: Service) -> Non
     text = memo(svc, "explain", pred[0]["app"], "--uid", str(UID))
     assert text.returncode == 0, text.stderr
     words = " ".join(text.stdout.split())
-    assert f"ranked #1 (as `memo predict` ranks it now)" in words
+    assert "ranked #1 (as `memo predict` ranks it now)" in words
     for needle in ("its own rank", "log-probability", "1/its rank", "softmax"):
         assert needle in words, needle
     assert " lp " not in words and " rr " not in words, "no raw weight names"
@@ -63,7 +63,8 @@ def test_profile_reads_whole_at_any_width_and_an_empty_one_says_why(svc: Service
     big = memo(svc, "profile", "/opt/big/app")
     assert big.returncode == 0, big.stderr
     words = " ".join(big.stdout.split())
-    assert "/opt/big/app: 11.7 MiB in 1 file" in words and "11.7 MiB" in words and "/opt/big/lib.so" in big.stdout
+    assert "/opt/big/app: 11.7 MiB in 1 file" in words and "11.7 MiB" in words
+    assert "/opt/big/lib.so" in big.stdout
     empty = memo(svc, "profile", "/usr/bin/cat")
     assert empty.returncode == 0, empty.stderr
     words = " ".join(empty.stdout.split())
@@ -80,4 +81,5 @@ def test_status_gives_a_reason_and_fails_when_unhealthy(svc: Service) -> None:
         s = report["services"][name]
         assert not s["healthy"] and "make up" in s["reason"], s
     table = memo(svc, "status", "--interval", "0")
-    assert table.returncode == 1 and "collector: not running: start MEMO with" in " ".join(table.stdout.split())
+    assert table.returncode == 1
+    assert "collector: not running: start MEMO with" in " ".join(table.stdout.split())
