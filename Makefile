@@ -13,19 +13,19 @@ PYTEST_ARGS ?=
 # The machine image keeps the CPU torch wheel here; with it pip never reaches for CUDA builds.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: setup apt kernel-headers venv llm test test-slow lint bench up down install clean help
+.PHONY: setup apt kernel-headers user venv llm test test-slow lint bench up down install clean help
 
 help:
-	@echo "make setup      install what is missing (apt packages, kernel headers link, .venv)"
+	@echo "make setup      install what is missing (apt packages, kernel headers link, the memo user, .venv)"
 	@echo "make test       the test suite (root: kernel tests run for real)"
 	@echo "make test-slow  the long suites behind the 'slow' marker"
 	@echo "make lint       ruff"
 	@echo "make bench      benchmarks under bench/ (prints tables, writes bench/results/*.json)"
 	@echo "make up         start collector, inference and prefetcher, supervised (root)"
 	@echo "make down       stop them (cgroup values restored, eBPF pins removed)"
-	@echo "make install    systemd units, /etc/memo/memo.toml, the memo user (not needed for make up)"
+	@echo "make install    systemd units, /etc/memo/memo.toml (not needed for make up)"
 
-setup: apt kernel-headers venv llm
+setup: apt kernel-headers user venv llm
 
 apt:
 	@missing=""; for p in $(APT_PKGS); do \
@@ -46,6 +46,15 @@ kernel-headers:
 	  elif [ "$$(id -u)" != 0 ]; then echo "setup: WARNING: run as root to link $$hdr for $(KREL)" >&2; \
 	  else echo "setup: WARNING: no headers for kernel $(KREL); linking /lib/modules/$(KREL) -> $$hdr"; \
 	    rm -rf /lib/modules/$(KREL); ln -s $$hdr /lib/modules/$(KREL); fi; \
+	fi
+
+# The unprivileged user inference runs as (inference.run_as) under `memo up` and systemd alike.
+user:
+	@if [ "$$(id -u)" = 0 ]; then \
+	  getent group memo >/dev/null || groupadd --system memo; \
+	  id -u memo >/dev/null 2>&1 || { useradd --system --gid memo --home-dir /var/lib/memo --no-create-home \
+	    --shell /usr/sbin/nologin --comment "MEMO inference service" memo && \
+	    echo "setup: created the system user memo (MEMO's inference service runs as it)"; }; \
 	fi
 
 venv: $(STAMPS)/venv
@@ -107,9 +116,6 @@ BIN_DIR     := /usr/local/bin
 # never overwritten: the new default goes beside it as memo.toml.new.
 install: setup
 	@if [ "$$(id -u)" != 0 ]; then echo "install: run as root (sudo make install)" >&2; exit 1; fi
-	getent group memo >/dev/null || groupadd --system memo
-	id -u memo >/dev/null 2>&1 || useradd --system --gid memo --home-dir /var/lib/memo --no-create-home \
-	  --shell /usr/sbin/nologin --comment "MEMO inference service" memo
 	install -d -m 0755 /etc/memo
 	@if [ ! -e /etc/memo/memo.toml ]; then install -m 0644 deploy/memo.toml /etc/memo/memo.toml; \
 	elif ! cmp -s deploy/memo.toml /etc/memo/memo.toml; then install -m 0644 deploy/memo.toml /etc/memo/memo.toml.new; \

@@ -1020,6 +1020,7 @@ class Memo(Daemon):
     def __init__(self, tracer: PageTracer, sampler: Sampler) -> None:
         self.tracer, self.sampler = tracer, sampler
         self.dir = Path(tempfile.mkdtemp(prefix="memo-replay-memo-"))
+        self.dir.chmod(0o755)  # as /run and /var/lib are: inference (the memo user) reaches its folder
         self.env = {**os.environ, "MEMO_PATHS__RUN_DIR": str(self.dir / "run"),
                     "MEMO_PATHS__DATA_DIR": str(self.dir / "data"), "MEMO_INFERENCE__PORT": "0",
                     "MEMO_COLLECTOR__BPF_PIN_DIR": f"/sys/fs/bpf/memo-replay-{os.getpid()}"}

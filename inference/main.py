@@ -29,7 +29,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = memo_config.load()
     helpers.private_files()
     logs.setup("memo-inference", config.log_level)
-    config.paths.data_dir.mkdir(parents=True, exist_ok=True)
     from inference.server import serve  # FastAPI and the predictors load after --help
 
     try:

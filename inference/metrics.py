@@ -1,4 +1,7 @@
-"""Prometheus metrics of one service instance (own registry, so tests can run several apps at once)."""
+"""Prometheus metrics of one service instance (own registry, so tests can run several apps at once).
+
+/metrics is served on TCP to anyone who reaches the port: no label names a program, a file or a user
+(per-app figures are in GET /v1/feedback, on the Unix socket)."""
 
 from __future__ import annotations
 
@@ -27,10 +30,8 @@ class Metrics:
                                    "(an implausible time, a model error): skipped, logged once", registry=r)
         self.feedback_bytes = Counter("memo_feedback_bytes", "Prefetcher feedback bytes, by kind", ["kind"],
                                       registry=r)
-        self.hit_rate = Gauge("memo_feedback_hit_rate", "Used / prefetched bytes per app", ["app"],
-                              registry=r)
-        self.waste_rate = Gauge("memo_feedback_waste_rate", "Wasted / prefetched bytes per app", ["app"],
-                                registry=r)
+        self.hit_rate = Gauge("memo_feedback_hit_rate", "Used / prefetched bytes, all apps", registry=r)
+        self.waste_rate = Gauge("memo_feedback_waste_rate", "Wasted / prefetched bytes, all apps", registry=r)
         self._hits = {1: 0, 5: 0}
         self._n = 0
 

@@ -113,14 +113,15 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 class Models:
     def __init__(self, store: Store, names: Sequence[str], metrics: Metrics,
                  profile_bytes: Callable[[str], int], snapshot_every_s: float = 60.0,
-                 profile_version: Callable[[str], int] = lambda app: 0) -> None:
+                 profile_version: Callable[[str], int] = lambda app: 0, prior_min_users: int = 1) -> None:
         self.store = store
         self.names = list(names)
         self.metrics = metrics
         self.profile_bytes = profile_bytes
         self.profile_version = profile_version
         self.snapshot_every_s = snapshot_every_s
-        self.population = Population()
+        self.prior_min_users = prior_min_users
+        self.population = Population(prior_min_users)
         self.users: dict[int, UserModel] = {}
         self.last_app: dict[int, str] = {}
         self.gap: dict[int, tuple[float | None, float]] = {}  # uid -> (last ts, EWMA of gaps)
@@ -160,18 +161,22 @@ class Models:
 
     def _restore(self) -> None:
         data = self.store.get(POPULATION_KEY)
-        if data is not None:
-            self.population = Population.from_bytes(bytes.fromhex(data))
         snap = int(self.store.get(SNAPSHOT_KEY, 0))
-        for uid, blob, _last in self.store.load_models():
+        if data is not None:
             try:
-                self.users[uid] = UserModel.from_bytes(blob, self.population)
+                self.population = Population.from_bytes(bytes.fromhex(data), self.prior_min_users)
+            except (ValueError, KeyError, TypeError) as exc:  # older format, or another prior_min_users
+                log.info("population prior not reusable (%s): relearning every model from the launches", exc)
+                snap = 0
+        for uid, blob, _last in (self.store.load_models() if snap else ()):
+            try:
+                self.users[uid] = UserModel.from_bytes(blob, self.population, uid)
             except Exception:  # an unreadable snapshot costs that user's history, not the service
                 log.exception("model of uid %d unreadable; relearning it from its launches", uid)
                 snap = 0
         if snap == 0:
             self.users.clear()
-            self.population = Population()
+            self.population = Population(self.prior_min_users)
         self.last_launch_id = snap
         replay = self.store.launches_after(snap)
         for lid, uid, app, ts in replay:
@@ -249,7 +254,7 @@ class Models:
     def _model(self, uid: int) -> UserModel:
         model = self.users.get(uid)
         if model is None:
-            model = self.users[uid] = UserModel(self.names, self.population)
+            model = self.users[uid] = UserModel(self.names, self.population, uid)
             self.metrics.users.set(len(self.users))
         return model
 

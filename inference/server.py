@@ -3,7 +3,8 @@
 Both are uvicorn servers on sockets bound here, so permissions are set before anyone can connect and
 port 0 works (the bound port is logged and written to <run_dir>/inference.port). The Unix server runs
 the lifespan; the TCP server starts after it is up and stops first. uvicorn's own signal capture is
-replaced by one handler that stops both.
+replaced by one handler that stops both. Started as root, the process binds, writes the port file,
+then becomes inference.run_as before anything else (inference/runas.py).
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from pathlib import Path
 
 import uvicorn
 
+import inference
+from inference import runas
 from inference.access import PeerCredProtocol, tcp_guard, user_socket_guard
 from inference.app import create_app
+from inference.service import DB_NAME
 from memo.config import Config
 
 log = logging.getLogger(__name__)
@@ -81,16 +85,23 @@ async def serve(config: Config) -> None:
     if not config.paths.run_dir.exists():  # it holds inference-user.sock: every user must reach it
         config.paths.run_dir.mkdir(parents=True)
         os.chmod(config.paths.run_dir, 0o755)
-    app = create_app(config)
-    common = {"log_config": None, "access_log": False, "timeout_graceful_shutdown": 5}
-    unix = _Server(uvicorn.Config(app, lifespan="on", **common))
-    user = _Server(uvicorn.Config(user_socket_guard(app), lifespan="off", http=PeerCredProtocol, **common))
-    tcp = _Server(uvicorn.Config(tcp_guard(app, inf.tcp_user_data), lifespan="off", **common))
     usock = bind_unix(config.paths.socket, inf.socket_mode, inf.socket_group)
     user_sock = bind_unix(config.paths.user_socket, 0o666, None)  # any user: SO_PEERCRED decides
     tsock = bind_tcp(inf.host, inf.port)
     port = tsock.getsockname()[1]
     port_file = config.paths.run_dir / PORT_FILE
+    # Written now, while this process may still write the run directory (below it may stop being root);
+    # a client that reads it early waits in the sockets' backlogs until the servers run.
+    tmp = port_file.with_suffix(".tmp")  # readers poll for the file: never show them a half-written one
+    tmp.write_text(f"{port}\n")
+    os.chmod(tmp, 0o644)  # which port is public: every user's `memo` reads it
+    tmp.replace(port_file)
+    become(config)
+    app = create_app(config)
+    common = {"log_config": None, "access_log": False, "timeout_graceful_shutdown": 5}
+    unix = _Server(uvicorn.Config(app, lifespan="on", **common))
+    user = _Server(uvicorn.Config(user_socket_guard(app), lifespan="off", http=PeerCredProtocol, **common))
+    tcp = _Server(uvicorn.Config(tcp_guard(app, inf.tcp_user_data), lifespan="off", **common))
 
     loop = asyncio.get_running_loop()
     # The model threads (learning, LSTM training) are CPU-bound Python: a shorter GIL slice keeps the
@@ -115,10 +126,6 @@ async def serve(config: Config) -> None:
     tcp_task = asyncio.create_task(tcp.serve(sockets=[tsock]))
     while not (tcp.started or tcp_task.done()) or not (user.started or user_task.done()):
         await asyncio.sleep(0.01)
-    tmp = port_file.with_suffix(".tmp")  # readers poll for the file: never show them a half-written one
-    tmp.write_text(f"{port}\n")
-    os.chmod(tmp, 0o644)  # which port is public: every user's `memo` reads it
-    tmp.replace(port_file)
     log.info("memo-inference: unix socket %s (read/write), %s (each user their own, read-only), "
              "http://%s:%d (read-only%s)", config.paths.socket, config.paths.user_socket, inf.host, port,
              "" if inf.tcp_user_data else "; health, metrics and docs only")
@@ -129,5 +136,26 @@ async def serve(config: Config) -> None:
     await user_task
     await unix_task
     for f in (port_file, config.paths.socket, config.paths.user_socket):
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # no longer root: the supervisor removes them
             f.unlink()
+
+
+def become(config: Config) -> None:
+    """Started as root: hand <data_dir>/inference to inference.run_as and become that user (see
+    inference/runas.py). Either way, an older MEMO's database moves into that folder first."""
+    paths = config.paths
+    paths.inference_dir.mkdir(parents=True, exist_ok=True)
+    runas.migrate(paths.data_dir, paths.inference_dir, DB_NAME)
+    who = runas.target(config.inference.run_as)
+    if who is None:
+        if os.geteuid() == 0:
+            log.info("running as root (inference.run_as %r: %s)", config.inference.run_as,
+                     "no such user" if config.inference.run_as else "empty")
+        return
+    runas.prepare(paths.data_dir, paths.inference_dir, who)
+    why = runas.can_work_as(who, [paths.inference_dir, Path(inference.__file__).resolve().parent,
+                                  Path(sys.prefix)])
+    if why:
+        log.warning("running as root: %s (make them reachable, or set inference.run_as = \"\")", why)
+        return
+    runas.drop(who, paths.inference_dir)

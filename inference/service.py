@@ -46,8 +46,8 @@ class Service:
 
     @classmethod
     def open(cls, config: Config) -> Service:
-        config.paths.data_dir.mkdir(parents=True, exist_ok=True)
-        store = Store(config.paths.data_dir / DB_NAME)
+        config.paths.inference_dir.mkdir(parents=True, exist_ok=True)
+        store = Store(config.paths.inference_dir / DB_NAME)
         metrics = Metrics()
         profiles = Profiles(store)
         rules = Rules(config.inference.ignore, config.inference.allow, config.inference.wrappers)
@@ -61,7 +61,7 @@ class Service:
 
             lstm.train_in_worker_process()
         models = Models(store, config.inference.models, metrics, profiles.bytes_of,
-                        profile_version=profiles.version_of)
+                        profile_version=profiles.version_of, prior_min_users=config.inference.prior_min_users)
         models.start()
         return cls(config, store, ingestor, models, profiles, metrics)
 

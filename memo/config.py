@@ -49,6 +49,11 @@ class PathsConfig(BaseModel):
         return self.run_dir / SOCKET_NAME
 
     @property
+    def inference_dir(self) -> Path:
+        """The inference service's own folder (database, models' state): its user's alone."""
+        return self.data_dir / "inference"
+
+    @property
     def user_socket(self) -> Path:
         """The socket any local user may ask about themself (read-only, by SO_PEERCRED)."""
         return self.run_dir / USER_SOCKET_NAME
@@ -80,6 +85,9 @@ class InferenceConfig(BaseModel):
     port: int = Field(8077, ge=0, le=65535, description="read-only HTTP API port (0 = any free port)")
     socket_mode: int = Field(0o660, description="mode of the Unix socket (432 = 0o660)")
     socket_group: str = Field("memo", description="group owning the socket, if it exists")
+    run_as: str = Field("memo", description="started as root (memo up), inference binds its sockets, "
+                        "then runs as this user, owner of <data_dir>/inference; empty, or no such user = "
+                        "stays root (make setup creates the user memo)")
     tcp_user_data: bool = Field(False, description="serve per-user data (predictions, apps, profiles, "
                                 "feedback) on TCP too: whoever reaches the port then reads every user's "
                                 "launches")
@@ -89,6 +97,10 @@ class InferenceConfig(BaseModel):
         "runs, and no measured gain yet on the public traces)",
     )
     default_k: int = Field(5, ge=1, le=100, description="predictions returned when k is not given")
+    prior_min_users: int = Field(
+        3, ge=1, description="an app (or a transition a -> b) enters the cross-user prior, which every "
+        "user's predictions back off to, only once this many distinct users launched it: a user's own "
+        "programs never show in another user's predictions")
     ignore: list[str] = Field(default_factory=list, description="apps never counted as launches (globs)")
     allow: list[str] = Field(default_factory=list, description="apps always counted as launches (globs)")
     wrappers: list[str] = Field(

@@ -14,15 +14,22 @@ import subprocess
 import sys
 
 NICE = 19
-_PR_SET_PDEATHSIG = 1
+_PR_SET_PDEATHSIG, _PR_GET_PDEATHSIG = 1, 2
 _IOPRIO_SET, _IOPRIO_WHO_PROCESS = 251, 1  # x86_64 syscall number
 IOPRIO_IDLE = 3 << 13  # IOPRIO_CLASS_IDLE in the class bits of an ioprio value
 
 
-def bind_to_parent(parent: int) -> bool:
-    """SIGKILL this process when its parent goes; False if ``parent`` is already gone (then exit)."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def bind_to_parent(parent: int, sig: int = signal.SIGKILL) -> bool:
+    """``sig`` to this process when its parent goes; False if ``parent`` is already gone (then exit)."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
     return os.getppid() == parent
+
+
+def parent_death_signal() -> int:
+    """The signal this process gets when its parent goes (0: none)."""
+    sig = ctypes.c_int(0)
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_GET_PDEATHSIG, ctypes.byref(sig))
+    return sig.value
 
 
 def lowest_priority() -> None:

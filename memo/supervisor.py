@@ -10,7 +10,6 @@ supervisor never leaves orphans. What it sees is written to <run_dir>/supervisor
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
@@ -44,11 +43,6 @@ WATCH_S = 10.0
 """Between passes while a service starts or waits for its restart."""
 IDLE_TICK_S = 0.5
 """Between passes while every service runs: a death is still seen within half a second."""
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -138,9 +132,10 @@ class Supervisor:
         child.log_offset = out.tell()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         where = self.placement
+        me = os.getpid()
 
         def before_exec() -> None:
-            _die_with_parent()
+            helpers.bind_to_parent(me, signal.SIGTERM)
             if where is not None:
                 where.enter(child.name)
 
@@ -185,6 +180,9 @@ class Supervisor:
                 child.proc.kill()
                 child.proc.wait()
         log.info("%s stopped (exit %s)", child.name, child.proc.returncode)
+        if child.name == "inference":  # run as inference.run_as, it cannot remove them from root's folder
+            for f in (self.run.socket, self.run.user_socket, self.run.port_file):
+                f.unlink(missing_ok=True)
         child.last_exit = child.proc.returncode
         child.proc = None
         child.state = "stopped"

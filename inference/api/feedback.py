@@ -37,11 +37,11 @@ def store_feedback(service: Service, batch: FeedbackBatch) -> int:
         m.feedback_bytes.labels(kind="prefetched").inc(item.bytes_prefetched)
         m.feedback_bytes.labels(kind="used").inc(item.bytes_used)
         m.feedback_bytes.labels(kind="wasted").inc(item.bytes_wasted)
-    touched = {i.app for i in batch.items}
-    for s in summary(service):
-        if s.app in touched:
-            m.hit_rate.labels(app=s.app).set(s.hit_rate)
-            m.waste_rate.labels(app=s.app).set(s.waste_rate)
+    rows = summary(service)
+    pre = sum(s.bytes_prefetched for s in rows)
+    if pre:
+        m.hit_rate.set(sum(s.bytes_used for s in rows) / pre)
+        m.waste_rate.set(sum(s.bytes_wasted for s in rows) / pre)
     return n
 
 

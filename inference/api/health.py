@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import time
 
 from fastapi import APIRouter
@@ -16,6 +18,13 @@ from memo.contract import Health
 router = APIRouter(tags=["service"])
 
 
+def _user_name() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
 @router.get("/healthz", response_model=Health, summary="Liveness and a few counts")
 async def healthz(service: ServiceDep) -> Health:
     def build() -> Health:
@@ -25,6 +34,7 @@ async def healthz(service: ServiceDep) -> Health:
             "sources": len(service.store.sources()), "models": ",".join(service.models.names),
             # records the kernel could not deliver, summed over collectors (`memo status` shows it)
             "lost": int(service.store.query("SELECT COALESCE(SUM(lost), 0) FROM sources")[0][0]),
+            "user": _user_name(),  # who the service runs as (inference.run_as when started as root)
         }
         detail.update(service.metrics.accuracy_so_far())
         if service.models.quarantined:

@@ -11,7 +11,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,8 +48,10 @@ class Ranked:
 class UserModel:
     """One user's online predictors plus the learned mixer over them."""
 
-    def __init__(self, models: Sequence[str] = DEFAULT_MODELS, population: Population | None = None) -> None:
+    def __init__(self, models: Sequence[str] = DEFAULT_MODELS, population: Population | None = None,
+                 user: Hashable = None) -> None:
         self.population = population if population is not None else Population()
+        self.user = user if user is not None else id(self)  # who this is to the shared population
         self.names = registry.resolve(models)
         self.members: dict[str, Predictor] = {}
         for n in self.names:
@@ -78,7 +80,7 @@ class UserModel:
             self.mixer.update(cands, launch.app)
             for m in sorted(self.members.values(), key=lambda m: hasattr(m, "bind_peers")):
                 m.observe(launch)  # members with peers last: they rank what the others just learned
-            self.population.observe(launch, prev=self.recent[0] if self.recent else None)
+            self.population.observe(launch, prev=self.recent[0] if self.recent else None, user=self.user)
             self.seen[launch.app] = self.seen.get(launch.app, 0) + 1
             if launch.app in self.recent:
                 self.recent.remove(launch.app)
@@ -143,11 +145,12 @@ class UserModel:
             })
 
     @classmethod
-    def from_bytes(cls, data: bytes, population: Population | None = None) -> UserModel:
+    def from_bytes(cls, data: bytes, population: Population | None = None,
+                   user: Hashable = None) -> UserModel:
         state = msgpack.unpackb(data, strict_map_key=False)
         if state.get("format") != _FORMAT:
             raise ValueError(f"unsupported UserModel format {state.get('format')!r}")
-        model = cls(state["names"], population)
+        model = cls(state["names"], population, user)
         for n, m in model.members.items():
             m.set_state(state["members"][n])
         model.mixer.set_state(state["mixer"])

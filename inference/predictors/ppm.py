@@ -73,7 +73,7 @@ class PPM(Predictor):
             cands.update(c)
         root = self.ctx.get(())
         if root:
-            if self._stale >= _TOP_REFRESH:
+            if self._stale >= _TOP_REFRESH or len(self._top0) < min(max(k, 32), len(root)):
                 self._top0 = [a for a, _ in heapq.nlargest(max(k, 32), root.items(), key=lambda kv: kv[1])]
                 self._stale = 0
             cands.update(self._top0[: max(k, 32)])

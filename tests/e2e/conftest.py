@@ -15,6 +15,7 @@ from tests.e2e.harness import Memo, ScriptedUser
 @pytest.fixture(scope="module")
 def memo() -> Iterator[Memo]:
     root = Path(tempfile.mkdtemp(prefix="memo-e2e-"))
+    root.chmod(0o755)  # as /run and /var/lib are: inference (the memo user) reaches its folder
     m = Memo(root)
     try:
         yield m

@@ -41,7 +41,10 @@ def test_up_starts_all_three_once(memo: Memo) -> None:
     assert {"memo_exec", "memo_exit", "memo_fork", "memo_use_read", "memo_use_map", "memo_use_fault"} <= names
     memo.record_prog_ids()
     assert len(memo.prog_ids) >= 4
-    assert memo.tcp_get("/healthz")["status"] == "ok"
+    health = memo.tcp_get("/healthz")
+    assert health["status"] == "ok"
+    assert health["detail"]["user"] == "memo", \
+        "started as root by the supervisor, inference runs as the memo user (`make setup` creates it)"
 
 
 def test_next_program_is_predicted_and_prefetched(memo: Memo, user: ScriptedUser) -> None:

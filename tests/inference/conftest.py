@@ -26,7 +26,9 @@ class Service:
         self.data_dir = root / "data"
         self.env = {**os.environ, "MEMO_PATHS__RUN_DIR": str(self.run_dir),
                     "MEMO_PATHS__DATA_DIR": str(self.data_dir), "MEMO_INFERENCE__PORT": "0",
-                    "MEMO_INFERENCE__MODELS": json.dumps(MODELS), "MEMO_LOG_LEVEL": "WARNING", **env}
+                    "MEMO_INFERENCE__MODELS": json.dumps(MODELS),
+                    "MEMO_LOG_LEVEL": os.environ.get("MEMO_TEST_LOG_LEVEL", "WARNING"),
+                    "MEMO_INFERENCE__RUN_AS": "", **env}  # tests/inference/test_runas.py: as the memo user
         self.env.pop("MEMO_CONFIG", None)
         self.proc: subprocess.Popen[bytes] | None = None
         self.unix: httpx.Client
@@ -36,6 +38,10 @@ class Service:
     @property
     def socket(self) -> Path:
         return self.run_dir / "inference.sock"
+
+    @property
+    def db(self) -> Path:
+        return self.data_dir / "inference" / "inference.sqlite3"
 
     def start(self) -> None:
         port_file = self.run_dir / "inference.port"

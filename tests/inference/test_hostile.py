@@ -55,7 +55,7 @@ def test_a_poisoned_row_in_the_store_is_quarantined_not_a_crash_loop(service: Se
     service.unix.post("/v1/events", content=batch("p", 1, session(["/usr/bin/vim", "/usr/bin/git"] * 3)))
     service.wait_launches(1000, 6)
     service.stop()
-    db = sqlite3.connect(service.data_dir / "inference.sqlite3")
+    db = sqlite3.connect(service.db)
     db.execute("UPDATE launches SET wall_ts = 9e999 WHERE id = (SELECT MIN(id) FROM launches WHERE app = "
                "'/usr/bin/git')")
     db.execute("DELETE FROM kv WHERE key LIKE '%snapshot%'")  # make the start replay every launch
@@ -74,7 +74,7 @@ def test_a_poisoned_row_in_the_store_is_quarantined_not_a_crash_loop(service: Se
 def test_a_corrupt_database_is_moved_aside_with_one_clear_message(service: Service) -> None:
     service.unix.post("/v1/events", content=batch("p", 1, session(["/usr/bin/vim"] * 3))).raise_for_status()
     service.stop()
-    db = service.data_dir / "inference.sqlite3"
+    db = service.db
     with open(db, "r+b") as f:  # the header survives, the pages behind it do not
         f.seek(4096)
         f.write(b"\xde\xad" * 8192)
@@ -84,7 +84,7 @@ def test_a_corrupt_database_is_moved_aside_with_one_clear_message(service: Servi
     health = service.unix.get("/healthz").json()
     assert health["status"] == "ok", health
     assert "corrupt-" in health["detail"]["database_recovered"]
-    aside = list(service.data_dir.glob("inference.sqlite3.corrupt-*"))
+    aside = list(service.db.parent.glob("inference.sqlite3.corrupt-*"))
     assert len(aside) == 1 and aside[0].stat().st_size > 0
     assert service.unix.get("/v1/apps").json() == [], "it starts empty, and says so"
     log = (service.root / "service.log").read_text()

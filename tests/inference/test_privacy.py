@@ -59,8 +59,8 @@ def test_the_store_and_its_folder_are_memos_alone(open_service: Service) -> None
     svc = open_service
     events = session(["/usr/bin/vim"] * 3, uid=1000)
     svc.unix.post("/v1/events", content=batch("p", 1, events)).raise_for_status()
-    db = svc.data_dir / "inference.sqlite3"
-    assert stat.S_IMODE(svc.data_dir.stat().st_mode) == 0o700
+    db = svc.db
+    assert stat.S_IMODE(svc.db.parent.stat().st_mode) == 0o700
     for f in (db, db.with_name(db.name + "-wal")):
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
     probe = subprocess.run(["/usr/bin/python3", "-c", f"open({str(db)!r}, 'rb')"], capture_output=True,
@@ -104,3 +104,31 @@ def test_the_user_socket_answers_each_user_about_themself(open_service: Service)
         assert _as_nobody(sock, "GET", path)["status"] == 403, path
     assert _as_nobody(sock, "POST", "/v1/events")["status"] == 405
     assert _as_nobody(sock, "GET", "/healthz")["status"] == 200
+
+
+def test_the_prior_shows_a_new_user_only_what_three_users_share(service: Service) -> None:
+    """inference.prior_min_users (3): a program one user runs never reaches another's predictions, through
+    the cross-user prior that new users (and every user's back-off) see; also after a restart."""
+    shared, alone = "/usr/bin/vim", "/home/a/bin/payroll-export"
+    events = session([shared, alone] * 4, uid=1000)
+    events += session([shared, "/usr/bin/git"] * 4, uid=1001, shell_pid=200, start_pid=3000)
+    service.unix.post("/v1/events", content=batch("p", 1, events)).raise_for_status()
+    service.wait_launches(1001, 8)
+
+    def new_users_apps() -> set[str]:
+        got = service.unix.get("/v1/predictions", params={"uid": 4242}).json()
+        return {p["app"] for p in got["predictions"]}
+
+    def others_apps(uid: int) -> set[str]:
+        return {p["app"] for p in service.unix.get("/v1/predictions", params={"uid": uid, "k": 20}).json()
+                ["predictions"]}
+
+    assert new_users_apps() == set(), "two users share nothing yet"
+    assert alone not in others_apps(1001)
+    service.unix.post("/v1/events", content=batch("p", 2, session([shared] * 3, uid=1002, shell_pid=300,
+                                                                   start_pid=4000))).raise_for_status()
+    service.wait_launches(1002, 3)
+    assert new_users_apps() == {shared}, "three users ran it: it is nobody's in particular"
+    service.restart()
+    assert new_users_apps() == {shared}
+    assert alone not in others_apps(1001) | others_apps(1002)

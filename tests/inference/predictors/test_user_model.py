@@ -134,3 +134,21 @@ def test_mixer_learns_to_trust_the_member_that_is_right() -> None:
     w = m.mixer.weights()
     assert set(w) == {"mfu", "markov"} and set(w["markov"]) == {"lp", "rr", "top", "p"}
     assert m.predict(Context(), 1)[0].app == "a"  # the sequence ended "... a c": "a" follows
+
+
+def test_the_prior_counts_an_app_once_enough_users_share_it() -> None:
+    pop = Population(min_users=2)
+    for user in ("a", "a", "a"):
+        pop.observe(Launch("mine"), user=user)
+    assert pop.top(5) == [] and pop.prob("mine") == pop.prob("never-seen")
+    pop.observe(Launch("mine"), prev="other", user="b")
+    pop.observe(Launch("x"), prev="other", user="a")
+    assert [a for a, _ in pop.top(5)] == ["mine"] and pop.prob("mine") > pop.prob("never-seen")
+    assert pop.next_probs("other", 5) == [], "each transition needs two users of its own"
+    pop.observe(Launch("mine"), prev="other", user="c")
+    assert pop.next_probs("other", 5) == [("mine", 1.0)]
+    again = Population.from_bytes(pop.to_bytes(), min_users=2)
+    assert again.prob("mine") == pop.prob("mine")
+    assert again.next_probs("other", 5) == pop.next_probs("other", 5)
+    with pytest.raises(ValueError):
+        Population.from_bytes(pop.to_bytes(), min_users=3)  # another threshold: relearnt, never guessed
