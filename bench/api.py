@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
+from memo.client import unix_http
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "api.json"
@@ -81,7 +81,7 @@ def make_batches(n: int, size: int, seed: int = 1) -> list[bytes]:
 
 
 def bench_ingest(sock: Path, bodies: list[bytes]) -> dict:
-    with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://memo", timeout=60) as c:
+    with unix_http(sock, 60) as c:
         c.post("/v1/events", content=bodies[0]).raise_for_status()  # warm-up (not counted)
         n_events = 0
         per_batch = []
@@ -112,7 +112,7 @@ def seed_launches(sock: Path, n: int) -> None:
                     "comm": "x", "filename": app, "exe": app, "argv": [app], "wall_ts": 1.7e9 + 30 * i},
                    {"type": "exit", "ts_ns": 12 + 3 * i, "pid": pid, "exit_code": 0, "minflt": 0, "majflt": 0,
                     "swapin": 0}]
-    with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://memo", timeout=60) as c:
+    with unix_http(sock, 60) as c:
         body = json.dumps({"source_id": "seed", "seq": 0, "events": events})
         c.post("/v1/events", content=body).raise_for_status()
         deadline = time.monotonic() + 60
@@ -126,7 +126,7 @@ def seed_launches(sock: Path, n: int) -> None:
 
 def wait_learnt(sock: Path, timeout: float = 120.0) -> None:
     """Until the models have learnt every launch ingest produced (predictions are then steady-state)."""
-    with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://memo", timeout=60) as c:
+    with unix_http(sock, 60) as c:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             launches = c.get("/healthz").json()["detail"]["launches"]

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import httpx
 
+from memo.client import unix_http
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 RESULTS = ROOT / "bench" / "results" / "llm.json"
@@ -84,7 +86,7 @@ def _feed(sock: Path, stop: threading.Event, start_i: int) -> int:
     import api
 
     i = start_i
-    with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://memo", timeout=30) as c:
+    with unix_http(sock, 30) as c:
         while not stop.wait(0.5):
             pid = 90_000 + i
             app = api.APPS[i % 5]

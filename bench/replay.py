@@ -146,6 +146,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from memo import helpers  # noqa: E402
+from memo.client import unix_http  # noqa: E402
 from tests.lab import meminfo, swapfile  # noqa: E402
 
 VENV_PY = REPO / ".venv" / "bin" / "python"
@@ -1033,7 +1034,6 @@ class Memo(Daemon):
         return {k: v for k, v in self.env.items() if k.startswith("MEMO_")}
 
     def start(self) -> None:
-        import httpx
 
         log = self.dir / "memo-up.log"
         with open(log, "wb") as out:
@@ -1046,8 +1046,7 @@ class Memo(Daemon):
         self.up_output = log.read_text(errors="replace")
         if rc != 0:
             raise RuntimeError(f"memo up failed ({rc}):\n{self.up_output}")
-        self.client = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)), base_url="http://memo",
-                                   timeout=10.0)
+        self.client = unix_http(self.socket, 10.0)
 
     def get(self, path: str, **params: Any) -> Any:
         try:

@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
-from pathlib import Path
 
+from memo import procfs
 from memo.contract import MAX_ARG_CHARS, MAX_ARGS, MAX_PATH, ExecEvent, PageCacheEvent, is_file_path
 
-PROC = Path("/proc")
 MAX_FILES = 65536
 MAPS_RESCAN_S = 1.0
 
@@ -24,32 +23,8 @@ def kernel_dev(st_dev: int) -> int:
     return (os.major(st_dev) << 20) | os.minor(st_dev)
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return b""
-
-
-def _link(path: str) -> str:
-    """A /proc link's target as text the contract accepts: a name that is not UTF-8 gets U+FFFD where
-    its odd bytes were (os.readlink's surrogate escapes cannot be stored); "" when unreadable."""
-    try:
-        return os.fsencode(os.readlink(path)).decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def proc_field(pid: int, name: str, key: str, default: str = "0") -> str:
-    """The first word after ``key:`` in /proc/PID/<name> (status: PPid, Uid...); ``default`` if unreadable."""
-    for line in _read(PROC / str(pid) / name).decode("utf-8", "replace").splitlines():
-        if line.startswith(key + ":"):
-            return line.split(":", 1)[1].split()[0]
-    return default
-
-
 def exe(pid: int) -> str:
-    return _link(f"/proc/{pid}/exe")
+    return procfs.link(pid, "exe")
 
 
 def absolute(filename: str, *pids: int) -> str:
@@ -57,22 +32,23 @@ def absolute(filename: str, *pids: int) -> str:
     the process's cwd, else its parent's (a shell's `./tool` resolves there, and the shell usually
     outlives it). "" when no cwd can be read: the app is then never stored under a relative name."""
     for pid in pids:
-        cwd = _link(f"/proc/{pid}/cwd")
-        if cwd.startswith("/"):
-            return os.path.normpath(os.path.join(cwd, filename))
+        if path := _join(procfs.link(pid, "cwd"), filename):
+            return path
     return ""
+
+
+def _join(cwd: str, filename: str) -> str:
+    return os.path.normpath(os.path.join(cwd, filename)) if cwd.startswith("/") else ""
 
 
 def argv(pid: int) -> list[str]:
     """The command line, cut to what the contract carries (MAX_ARGS entries of MAX_ARG_CHARS)."""
-    raw = _read(PROC / str(pid) / "cmdline")
-    args = raw.split(b"\0")[:-1][:MAX_ARGS] if raw else []
-    return [a.decode("utf-8", "replace")[:MAX_ARG_CHARS] for a in args]
+    return [a[:MAX_ARG_CHARS] for a in procfs.cmdline(pid)[:MAX_ARGS]]
 
 
 def cgroup_path(pid: int) -> str:
     """The v2 path if the process has one, else the v1 memory controller's (what MEMO acts on)."""
-    lines = _read(PROC / str(pid) / "cgroup").decode("utf-8", "replace").splitlines()
+    lines = procfs.text(pid, "cgroup").splitlines()
     by_ctl = {}
     for line in lines:
         parts = line.split(":", 2)
@@ -138,7 +114,7 @@ class FileIndex:
         self._maps_scanned[pid] = now
         if len(self._maps_scanned) > 4096:
             self._maps_scanned = {p: t for p, t in self._maps_scanned.items() if now - t < MAPS_RESCAN_S}
-        for line in _read(PROC / str(pid) / "maps").decode("utf-8", "replace").splitlines():
+        for line in procfs.text(pid, "maps").splitlines():
             parts = line.split(None, 5)
             if len(parts) < 6 or not parts[5].startswith("/") or parts[4] == "0":
                 continue
@@ -158,9 +134,10 @@ class Enricher:
     def exec(self, ev: ExecEvent) -> ExecEvent:
         """Fill exe, argv, cgroup; learn the new image's files (binary, loader, libraries mapped so
         far), whose pages execve itself reads before any openat could name them."""
-        relative = not ev.filename.startswith("/")
-        path = exe(ev.pid) or (absolute(ev.filename, ev.pid, ev.ppid) if relative else "")
-        cwd = _link(f"/proc/{ev.pid}/cwd")
+        cwd = procfs.link(ev.pid, "cwd")  # read once: a gone process's answer is "" both times
+        path = exe(ev.pid)
+        if not path and not ev.filename.startswith("/"):
+            path = _join(cwd, ev.filename) or absolute(ev.filename, ev.ppid)
         self.files.learn_file(path or ev.filename)
         self.files.learn_maps(ev.pid, force=True)
         return ev.model_copy(update={

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from memo import config as memo_config
-from memo import helpers, logs
+from memo import helpers, logs, notify
 
 if TYPE_CHECKING:
     from collector.sinks import ServiceSink
@@ -118,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(sink, sinks.ServiceSink) and sink.last_run_ns is not None:
         _record_downtime(src, sink)
     log.info("ready")
+    notify.ready()
     started = time.monotonic()
     try:
         src.run(sink.emit, stop, sink.tick)

@@ -16,7 +16,8 @@ import os
 import time
 from pathlib import Path
 
-from collector.enrich import exe, proc_field
+from collector.enrich import exe
+from memo import helpers, procfs
 from memo.contract import ExecEvent
 
 log = logging.getLogger(__name__)
@@ -25,10 +26,7 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
+    return procfs.text("sys", "kernel/random/boot_id").strip()
 
 
 class Heartbeat:
@@ -54,42 +52,34 @@ class Heartbeat:
         if not force and now < self._next:
             return
         self._next = now + HEARTBEAT_S
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps({"boot_id": boot_id(), "mono_ns": time.monotonic_ns()}))
-            os.replace(tmp, self.path)
+        try:  # not durable: a lost beat only widens the next start's rescan a little
+            beat = {"boot_id": boot_id(), "mono_ns": time.monotonic_ns()}
+            helpers.atomic_write(self.path, json.dumps(beat), durable=False)
         except OSError as exc:
             log.warning("cannot write the heartbeat %s: %s", self.path, exc)
 
 
 def _started(pid: int) -> tuple[int, int, str] | None:
     """(start ns since boot, ppid, comm) of a process, or None (gone, or a kernel thread)."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes().decode("utf-8", "replace")
-    except OSError:
+    st = procfs.stat(pid)
+    if st is None or st.kernel_thread:
         return None
-    comm = raw[raw.index("(") + 1:raw.rindex(")")]
-    fields = raw[raw.rindex(")") + 2:].split()
-    ppid, flags, start = int(fields[1]), int(fields[6]), int(fields[19])
-    if flags & 0x00200000 or ppid == 2:  # PF_KTHREAD
-        return None
-    return start * 1_000_000_000 // _TICKS, ppid, comm
+    return st.start_ticks * 1_000_000_000 // _TICKS, st.ppid, st.comm
 
 
 def missed_execs(since_ns: int, until_ns: int, skip: frozenset[int] = frozenset()) -> list[ExecEvent]:
     """An exec record for each running process that started in (since_ns, until_ns), oldest first."""
     out: list[ExecEvent] = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) in skip:
+    for pid in procfs.pids():
+        if pid in skip:
             continue
-        pid = int(entry.name)
         info = _started(pid)
         if info is None or not since_ns < info[0] < until_ns:
             continue
         path = exe(pid)
         if not path:
             continue
-        uid = proc_field(pid, "status", "Uid", default="")
+        uid = procfs.field(pid, "status", "Uid", default="")
         if not uid.isdigit():
             continue
         out.append(ExecEvent(ts_ns=info[0], pid=pid, ppid=info[1], uid=int(uid), cgroup_id=0,

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from collector.spool import Spool, Spooled
-from memo.contract import EVENTS_PATH, EventAck
+from memo.client import InferenceClient
 
 log = logging.getLogger(__name__)
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per POST is noise
@@ -26,8 +26,7 @@ class Sender(threading.Thread):
         super().__init__(name="memo-sender", daemon=True)
         self.spool = spool
         self.socket = socket
-        self._client = httpx.Client(transport=httpx.HTTPTransport(uds=str(socket)),
-                                    base_url="http://memo-inference", timeout=timeout_s)
+        self._client = InferenceClient.unix(socket, timeout_s)
         self._wake = threading.Event()
         self._halt = threading.Event()
         self._down_since: float | None = None
@@ -40,21 +39,16 @@ class Sender(threading.Thread):
 
     def _post(self, item: Spooled) -> bool:
         try:
-            r = self._client.post(EVENTS_PATH, content=item.path.read_bytes(),
-                                  headers={"content-type": "application/json"})
-            if r.status_code >= 500 or r.status_code in (408, 429, 503):
-                raise httpx.HTTPStatusError(f"HTTP {r.status_code}", request=r.request, response=r)
-            if r.status_code >= 400:
+            ack = self._client.events(item.path.read_bytes())
+        except httpx.HTTPStatusError as exc:
+            r = exc.response
+            if r.status_code < 500 and r.status_code not in (408, 429):
                 # The service refuses this batch for good (it would refuse every retry): log, drop.
                 log.error("inference rejected batch %d: HTTP %d %s", item.seq, r.status_code, r.text[:500])
                 return True
-            ack = EventAck.model_validate_json(r.content)
+            return self._unreachable(exc)
         except (httpx.HTTPError, OSError, ValueError) as exc:
-            if self._down_since is None:
-                self._down_since = time.monotonic()
-                log.warning("inference unreachable at %s (%s): spooling batches in %s", self.socket,
-                            exc, self.spool.dir)
-            return False
+            return self._unreachable(exc)
         if ack.seq < item.seq:
             log.error("ack for batch %d covers only seq %d; retrying", item.seq, ack.seq)
             return False
@@ -66,6 +60,13 @@ class Sender(threading.Thread):
         self.delivered_events += ack.accepted
         self.duplicates += ack.duplicate
         return True
+
+    def _unreachable(self, exc: Exception) -> bool:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning("inference unreachable at %s (%s): spooling batches in %s", self.socket, exc,
+                        self.spool.dir)
+        return False
 
     def run(self) -> None:
         failures = 0

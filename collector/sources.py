@@ -7,16 +7,15 @@ oldest first, to `emit`.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Protocol
 
 from collector import enrich, loader, maps, records
 from collector.batch import coalesce
+from memo import procfs
 from memo.config import CollectorConfig
 from memo.contract import Event, ExecEvent, ExitEvent, FaultsEvent, ForkEvent, LostEvent, PageCacheEvent
 
@@ -90,7 +89,7 @@ class BPFSource:
         gone = []
         for k, v in table.items():
             pid, cur = k.value, (v.faults, v.majflt)
-            if not os.path.exists(f"/proc/{pid}"):
+            if procfs.owner(pid) is None:  # gone
                 gone.append(k)
                 continue
             seen[pid] = cur
@@ -218,10 +217,7 @@ class BPFSource:
 
 
 def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
+    return procfs.text(pid, "comm").strip()
 
 
 class ProcConnectorSource:
@@ -241,14 +237,14 @@ class ProcConnectorSource:
         kind, ts = msg["event"].removeprefix("PROC_EVENT_"), msg["timestamp_ns"]
         if kind == "EXEC":
             pid = msg["process_tgid"]
-            ev = ExecEvent(ts_ns=ts, pid=pid, ppid=int(enrich.proc_field(pid, "status", "PPid")),
-                           uid=int(enrich.proc_field(pid, "status", "Uid")), cgroup_id=0, comm=_comm(pid),
+            ev = ExecEvent(ts_ns=ts, pid=pid, ppid=int(procfs.field(pid, "status", "PPid")),
+                           uid=int(procfs.field(pid, "status", "Uid")), cgroup_id=0, comm=_comm(pid),
                            filename=enrich.exe(pid))
             return self.enricher.exec(ev)
         if kind == "FORK" and msg["child_pid"] == msg["child_tgid"]:
             pid = msg["child_tgid"]
             return ForkEvent(ts_ns=ts, pid=pid, ppid=msg["parent_tgid"],
-                             uid=int(enrich.proc_field(pid, "status", "Uid")), comm=_comm(pid))
+                             uid=int(procfs.field(pid, "status", "Uid")), comm=_comm(pid))
         if kind == "EXIT" and msg["process_pid"] == msg["process_tgid"]:
             code = msg["exit_code"]
             return ExitEvent(ts_ns=ts, pid=msg["process_tgid"],

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from memo import helpers
 from memo.contract import Event, EventBatch, LostEvent
 
 log = logging.getLogger(__name__)
@@ -33,15 +34,6 @@ def _parse(path: Path) -> Spooled | None:
         return Spooled(int(seq), int(events), path)
     except ValueError:
         return None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class Spool:
@@ -76,9 +68,9 @@ class Spool:
                 self._dropped_events = 0
             batch = EventBatch(source_id=self.source_id, seq=self._next_seq, events=events)
             data = batch.model_dump_json().encode()
-            _write_atomic(self.dir / f"{batch.seq:012d}-{len(events)}.json", data)
+            helpers.atomic_write(self.dir / f"{batch.seq:012d}-{len(events)}.json", data)
             self._next_seq += 1
-            _write_atomic(self.dir / "next_seq", str(self._next_seq).encode())
+            helpers.atomic_write(self.dir / "next_seq", str(self._next_seq).encode())
             self._bytes += len(data)
             self._enforce_bound()
             return batch

@@ -22,11 +22,13 @@ from urllib.parse import parse_qsl, urlencode
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from memo.contract import EXPLAIN_PATH, HEALTH_PATH, METRICS_PATH, PREDICTIONS_PATH, SOURCES_PATH
+
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
-                          "/v1/sources"})
+PUBLIC_PATHS = frozenset({HEALTH_PATH, METRICS_PATH, "/docs", "/docs/oauth2-redirect", "/redoc",
+                          "/openapi.json", SOURCES_PATH})
 """What any client may read: liveness, counters, the schema, and per-collector delivery counts."""
-OWN_DATA_PATHS = frozenset({"/v1/predictions", "/v1/explain"})
+OWN_DATA_PATHS = frozenset({PREDICTIONS_PATH, EXPLAIN_PATH})
 """Per-user answers a user may ask about themself (``uid`` defaults to the caller's)."""
 PEER = "peer-uid"
 

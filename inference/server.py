@@ -27,11 +27,10 @@ from inference import runas
 from inference.access import PeerCredProtocol, tcp_guard, user_socket_guard
 from inference.app import create_app
 from inference.service import DB_NAME
+from memo import helpers, notify
 from memo.config import Config
 
 log = logging.getLogger(__name__)
-
-PORT_FILE = "inference.port"
 
 
 class _Server(uvicorn.Server):
@@ -89,13 +88,10 @@ async def serve(config: Config) -> None:
     user_sock = bind_unix(config.paths.user_socket, 0o666, None)  # any user: SO_PEERCRED decides
     tsock = bind_tcp(inf.host, inf.port)
     port = tsock.getsockname()[1]
-    port_file = config.paths.run_dir / PORT_FILE
+    port_file = config.paths.port_file
     # Written now, while this process may still write the run directory (below it may stop being root);
     # a client that reads it early waits in the sockets' backlogs until the servers run.
-    tmp = port_file.with_suffix(".tmp")  # readers poll for the file: never show them a half-written one
-    tmp.write_text(f"{port}\n")
-    os.chmod(tmp, 0o644)  # which port is public: every user's `memo` reads it
-    tmp.replace(port_file)
+    helpers.atomic_write(port_file, f"{port}\n", mode=0o644)  # which port is public: every user's `memo`
     become(config)
     app = create_app(config)
     common = {"log_config": None, "access_log": False, "timeout_graceful_shutdown": 5}
@@ -130,6 +126,7 @@ async def serve(config: Config) -> None:
              "http://%s:%d (read-only%s)", config.paths.socket, config.paths.user_socket, inf.host, port,
              "" if inf.tcp_user_data else "; health, metrics and docs only")
     print(f"memo-inference listening on unix:{config.paths.socket} and http://{inf.host}:{port}", flush=True)
+    notify.ready(f"listening on unix:{config.paths.socket} and http://{inf.host}:{port}")
     done, _ = await asyncio.wait({unix_task, user_task, tcp_task}, return_when=asyncio.FIRST_COMPLETED)
     stop()  # one listener ending ends all; the read-only ones first, then the lifespan's shutdown
     await tcp_task

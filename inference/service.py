@@ -14,6 +14,7 @@ from inference.models import Models
 from inference.profiles import Profiles
 from inference.segment import Rules
 from inference.store import Store
+from memo import procfs
 from memo.config import Config
 
 log = logging.getLogger(__name__)
@@ -21,15 +22,11 @@ log = logging.getLogger(__name__)
 DB_NAME = "inference.sqlite3"
 
 
-def own_pids(proc: Path = Path("/proc")) -> frozenset[int]:
+def own_pids(proc: Path = procfs.ROOT) -> frozenset[int]:
     """This process, and its parent when that is MEMO's supervisor (`memo up`): what they start (vLLM's
     engine, restarted services) is MEMO at work, not a launch of its user."""
     pids = {os.getpid()}
-    try:
-        parent = (proc / str(os.getppid()) / "cmdline").read_bytes().split(b"\0")
-    except OSError:
-        parent = []
-    if b"memo.supervisor" in parent:  # python -m memo.supervisor
+    if "memo.supervisor" in procfs.cmdline(os.getppid(), proc):  # python -m memo.supervisor
         pids.add(os.getppid())
     return frozenset(pids)
 

@@ -168,6 +168,10 @@ class Store:
     def sources(self) -> list[tuple[str, int, int, int]]:
         return self.query("SELECT source_id, seq, batches, events FROM sources ORDER BY source_id")
 
+    def lost(self) -> int:
+        """Records the kernel could not deliver, summed over collectors."""
+        return int(self.query("SELECT COALESCE(SUM(lost), 0) FROM sources")[0][0])
+
     # ---------------------------------------------------------------- launches and apps
 
     def launches_after(self, launch_id: int, uid: int | None = None) -> list[tuple[int, int, str, float]]:

@@ -38,6 +38,8 @@ def _default_data_dir() -> Path:
 
 SOCKET_NAME = "inference.sock"
 USER_SOCKET_NAME = "inference-user.sock"
+PORT_FILE_NAME = "inference.port"
+"""The run directory's files that more than one program opens; memo.runtime.RunDir names the rest."""
 
 class PathsConfig(BaseModel):
     run_dir: Path = Field(default_factory=_default_run_dir, description="sockets, pid files, logs")
@@ -47,6 +49,11 @@ class PathsConfig(BaseModel):
     def socket(self) -> Path:
         """The inference service's Unix socket (ingest, feedback and the read-only API)."""
         return self.run_dir / SOCKET_NAME
+
+    @property
+    def port_file(self) -> Path:
+        """The read-only TCP listener's port (written at start; it may be chosen then: port 0)."""
+        return self.run_dir / PORT_FILE_NAME
 
     @property
     def inference_dir(self) -> Path:

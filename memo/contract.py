@@ -10,6 +10,7 @@ from __future__ import annotations
 import posixpath
 import re
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -18,6 +19,18 @@ EVENTS_PATH = "/v1/events"
 FEEDBACK_PATH = "/v1/feedback"
 PREDICTIONS_CHANGES_PATH = "/v1/predictions/changes"
 PREDICTIONS_PATH = "/v1/predictions"
+EXPLAIN_PATH = "/v1/explain"
+USERS_PATH = "/v1/users"
+APPS_PATH = "/v1/apps"
+SOURCES_PATH = "/v1/sources"
+HEALTH_PATH = "/healthz"
+METRICS_PATH = "/metrics"
+
+
+def profile_path(app: str) -> str:
+    """GET path of an app's launch profile (the app name URL-encoded, slashes included)."""
+    return f"{APPS_PATH}/{quote(app, safe='')}/profile"
+
 
 MAX_BATCH_EVENTS = 10_000
 """Largest batch the inference service accepts; the collector never sends more."""
@@ -283,6 +296,49 @@ class FeedbackSummary(BaseModel):
     launched: int
     hit_rate: float = Field(description="bytes used / bytes prefetched")
     waste_rate: float = Field(description="bytes wasted / bytes prefetched")
+
+
+def rate(part: int, whole: int) -> float:
+    """part / whole, 0 when there is no whole (a hit or waste rate of nothing prefetched)."""
+    return part / whole if whole else 0.0
+
+
+class FeedbackAck(BaseModel):
+    accepted: int
+
+
+class ModelScore(BaseModel):
+    name: str
+    score: float = Field(description="the member's own score for the app (0 when it did not rank it)")
+    rank: int | None = Field(None, description="where the member alone puts the app (1 = first); null if "
+                             "it did not rank it")
+    weights: dict[str, float] = Field(default_factory=dict, description="the mixer's weights, for this user, "
+                                      "on the member's signals: lp (log-probability), rr (1/rank), top "
+                                      "(ranked first), p (probability)")
+
+
+class Explanation(BaseModel):
+    """GET /v1/explain: why an app has its place in a user's ranking."""
+
+    uid: int
+    app: str
+    rank: int | None = Field(description="the app's place in the user's ranking, as GET /v1/predictions "
+                             "serves it now; null if not ranked")
+    probability: float
+    models: list[ModelScore]
+
+
+class UserInfo(BaseModel):
+    """GET /v1/users: one user the service has a model for."""
+
+    uid: int
+    launches: int
+    last_app: str | None
+
+
+class ApiError(BaseModel):
+    detail: str = Field(description="what is wrong, for a person")
+    errors: list[dict[str, object]] = Field(default_factory=list, description="validation errors, if any")
 
 
 class Health(BaseModel):

@@ -1,6 +1,6 @@
 """`memo predict`, `memo profile APP`, `memo explain APP`: the inference service's answers, readable.
 
-Each is one GET (see memo.api); --json prints the service's own JSON for scripts.
+Each is one GET (see memo.api); --json prints the service's answer as JSON for scripts.
 """
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
-from typing import Any
+
+from pydantic import BaseModel
 
 from memo import config as memo_config
 from memo.api import Api, default_uid
@@ -32,14 +33,14 @@ examples:
 """
 
 
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2))
+def _print_json(data: BaseModel) -> None:
+    print(json.dumps(data.model_dump(mode="json"), indent=2))
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     api = Api(memo_config.load())
     try:
-        data = api.get("/v1/predictions", {"uid": args.uid, "k": args.k} if args.k else {"uid": args.uid})
+        data = api.predictions(args.uid, args.k)
     finally:
         api.close()
     if args.json:
@@ -48,19 +49,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    preds = data["predictions"]
+    preds = data.predictions
     if not preds:
         print(f"no predictions for uid {args.uid} yet: MEMO learns from this user's program launches "
               "(check `memo status`; `memo trace` shows what the collector sees)")
         return 0
-    after = data.get("last_app") or "(nothing yet)"
-    t = Table(title=f"uid {data['uid']}, after {after}", title_justify="left")
+    after = data.last_app or "(nothing yet)"
+    t = Table(title=f"uid {data.uid}, after {after}", title_justify="left")
     for col in ("#", "app", "probability", "horizon", "profile", "models"):
         t.add_column(col, justify="right" if col in ("#", "probability", "horizon", "profile") else "left")
     for i, p in enumerate(preds, 1):
-        models = " ".join(f"{k}={v:.2f}" for k, v in sorted(p["models"].items(), key=lambda kv: -kv[1])[:5])
-        t.add_row(str(i), p["app"], f"{p['probability']:.3f}", f"{p['horizon_s']:.0f} s",
-                  _size(p["profile_bytes"]), models)
+        models = " ".join(f"{k}={v:.2f}" for k, v in sorted(p.models.items(), key=lambda kv: -kv[1])[:5])
+        t.add_row(str(i), p.app, f"{p.probability:.3f}", f"{p.horizon_s:.0f} s", _size(p.profile_bytes),
+                  models)
     Console().print(t)
     return 0
 
@@ -82,24 +83,24 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     console = Console()
-    files = len({r["path"] for r in prof["ranges"]})
-    console.print(f"{app}: {_size(prof['bytes'])} in {files} file{'s' * (files != 1)}, what it used in the "
-                  f"first seconds of its last {min(prof['launches'], 5)} of {prof['launches']} launches",
+    files = len({r.path for r in prof.ranges})
+    console.print(f"{app}: {_size(prof.bytes)} in {files} file{'s' * (files != 1)}, what it used in the "
+                  f"first seconds of its last {min(prof.launches, 5)} of {prof.launches} launches",
                   highlight=False)
-    if not prof["ranges"]:
+    if not prof.ranges:
         console.print(EMPTY_PROFILE, highlight=False)
         return 0
     t = Table()
     if args.ranges:
         for col in ("path", "offset", "length"):
             t.add_column(col, justify="left" if col == "path" else "right", overflow="fold")
-        for r in prof["ranges"]:
-            t.add_row(r["path"], f"{r['offset']:,}", _size(r["length"]))
+        for r in prof.ranges:
+            t.add_row(r.path, f"{r.offset:,}", _size(r.length))
     else:
         per_file: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        for r in prof["ranges"]:
-            per_file[r["path"]][0] += 1
-            per_file[r["path"]][1] += r["length"]
+        for r in prof.ranges:
+            per_file[r.path][0] += 1
+            per_file[r.path][1] += r.length
         for col in ("path", "ranges", "bytes"):
             t.add_column(col, justify="left" if col == "path" else "right", overflow="fold")
         for path, (n, size) in sorted(per_file.items(), key=lambda kv: -kv[1][1]):
@@ -128,7 +129,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     api = Api(memo_config.load())
     try:
         app = api.resolve_app(args.app)
-        data = api.get("/v1/explain", {"uid": args.uid, "app": app})
+        data = api.explain(args.uid, app)
     finally:
         api.close()
     if args.json:
@@ -137,16 +138,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    rank = f"ranked #{data['rank']}" if data["rank"] else "not ranked"
+    rank = f"ranked #{data.rank}" if data.rank else "not ranked"
     console = Console()
-    console.print(f"{app} for uid {data['uid']}: {rank} (as `memo predict` ranks it now), probability "
-                  f"{data['probability']:.3f}", highlight=False)
+    console.print(f"{app} for uid {data.uid}: {rank} (as `memo predict` ranks it now), probability "
+                  f"{data.probability:.3f}", highlight=False)
     t = Table(title_justify="left", caption_justify="left", caption=EXPLAIN_LEGEND)
     for col in ("model", "its score", "its own rank", "trust in log-prob", "in prob", "in rank", "in first"):
         t.add_column(col, justify="left" if col == "model" else "right")
-    for m in sorted(data["models"], key=lambda m: -m["score"]):
-        w = m.get("weights") or {}
-        t.add_row(m["name"], f"{m['score']:.3f}", f"#{m['rank']}" if m.get("rank") else "-",
+    for m in sorted(data.models, key=lambda m: -m.score):
+        w = m.weights
+        t.add_row(m.name, f"{m.score:.3f}", f"#{m.rank}" if m.rank else "-",
                   *(f"{w[k]:+.2f}" if k in w else "-" for k in ("lp", "p", "rr", "top")))
     console.print(t)
     return 0

@@ -1,7 +1,9 @@
 """The run directory that `memo up` and its supervisor share: where logs, pid files and state live.
 
 <run_dir>/logs/<service>.log, <run_dir>/pids/<service>.pid, <run_dir>/supervisor.json (what the
-supervisor last saw) and <run_dir>/supervisor.lock (held by the one running supervisor). Pid files
+supervisor last saw), <run_dir>/supervisor.lock (held by the one running supervisor) and
+<run_dir>/notify.sock (where the services say they are ready); inference's sockets and port file are
+named in memo.config. Pid files
 are checked against /proc/PID/cmdline before they are trusted, so a recycled pid is never signalled.
 """
 
@@ -15,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memo.config import SOCKET_NAME, USER_SOCKET_NAME
+from memo import helpers, procfs
+from memo.config import PORT_FILE_NAME, SOCKET_NAME, USER_SOCKET_NAME
 
 SERVICES = ("inference", "collector", "prefetcher")
 """Start order; stop order is the reverse."""
@@ -44,7 +47,12 @@ class RunDir:
 
     @property
     def port_file(self) -> Path:
-        return self.root / "inference.port"
+        return self.root / PORT_FILE_NAME
+
+    @property
+    def notify_socket(self) -> Path:
+        """Where the services say READY=1 (memo.notify) to the supervisor."""
+        return self.root / "notify.sock"
 
     @property
     def socket(self) -> Path:
@@ -88,17 +96,10 @@ def command(service: str) -> list[str]:
     return [sys.executable, "-m", f"{service}.main"]
 
 
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def runs(pid: int, service: str) -> bool:
     """pid's command line is memo-<service> (console script, or `python -m <service>.main`), or the
     supervisor for service == "supervisor"."""
-    argv = cmdline(pid).split(" ")
+    argv = procfs.cmdline(pid)
     if service == SUPERVISOR:
         return "memo.supervisor" in argv[:4]
     head = [os.path.basename(a) for a in argv[:2]]
@@ -126,17 +127,13 @@ def read_pid(path: Path) -> int | None:
 
 
 def write_pid(path: Path, pid: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"{pid}\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    helpers.atomic_write(path, f"{pid}\n", mode=0o644)
 
 
 def find_processes(service: str) -> list[int]:
     """Pids running memo-<service> (used when no supervisor tracks them, e.g. under systemd)."""
     me = os.getpid()
-    return sorted(int(e.name) for e in Path("/proc").iterdir()
-                  if e.name.isdigit() and int(e.name) != me and runs(int(e.name), service))
+    return sorted(pid for pid in procfs.pids() if pid != me and runs(pid, service))
 
 
 def lock_holder(run: RunDir) -> int | None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from memo import config as memo_config
 from memo.api import Api, ServiceDown
+from memo.contract import FeedbackSummary, Health, SourceStats, rate
 from memo.runtime import SERVICES, RunDir, find_processes, is_alive
 
 EXAMPLES = """\
@@ -86,13 +87,13 @@ def reason(name: str, p: dict[str, Any], detail: dict[str, Any], error: str) -> 
     return "; ".join(notes)
 
 
-def _sum_feedback(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    pre = sum(r["bytes_prefetched"] for r in rows)
-    used = sum(r["bytes_used"] for r in rows)
-    wasted = sum(r["bytes_wasted"] for r in rows)
-    return {"actions": sum(r["actions"] for r in rows), "bytes_prefetched": pre, "bytes_used": used,
-            "bytes_wasted": wasted, "hit_rate": used / pre if pre else None,
-            "waste_rate": wasted / pre if pre else None}
+def _sum_feedback(rows: list[FeedbackSummary]) -> dict[str, Any]:
+    pre = sum(r.bytes_prefetched for r in rows)
+    used = sum(r.bytes_used for r in rows)
+    wasted = sum(r.bytes_wasted for r in rows)
+    return {"actions": sum(r.actions for r in rows), "bytes_prefetched": pre, "bytes_used": used,
+            "bytes_wasted": wasted, "hit_rate": rate(used, pre) if pre else None,
+            "waste_rate": rate(wasted, pre) if pre else None}
 
 
 def collect(cfg: memo_config.Config, interval_s: float = 1.0) -> dict[str, Any]:
@@ -101,32 +102,37 @@ def collect(cfg: memo_config.Config, interval_s: float = 1.0) -> dict[str, Any]:
     procs = _processes(run)
     report: dict[str, Any] = {"run_dir": str(run.root), "services": procs, "errors": []}
     api = Api(cfg)
+    health: Health | None = None
+    before: list[SourceStats] = []
+    after: list[SourceStats] = []
+    feedback: list[FeedbackSummary] = []
+    dt = 1.0
     try:
-        health = api.get("/healthz")
-        before = api.get("/v1/sources")
+        health = api.health()
+        before = api.sources()
         t0 = time.monotonic()
         time.sleep(interval_s)
-        after = api.get("/v1/sources")
+        after = api.sources()
         dt = time.monotonic() - t0
         try:
-            feedback = api.get("/v1/feedback")
+            feedback = api.feedback()
         except ServiceDown:  # every user's programs: root and group memo only
-            feedback = []
             report["feedback_hidden"] = True
     except ServiceDown as exc:
         report["errors"].append(str(exc))
         health, before, after, dt, feedback = None, [], [], 1.0, []
     finally:
         api.close()
-    detail = (health or {}).get("detail", {})
-    procs["inference"]["health"] = health["status"] if health else "unreachable"
-    procs["inference"]["uptime_s"] = health["uptime_s"] if health else None
-    events_before = sum(s["events"] for s in before)
-    events = sum(s["events"] for s in after)
+    detail = health.detail if health else {}
+    procs["inference"]["health"] = health.status if health else "unreachable"
+    procs["inference"]["uptime_s"] = health.uptime_s if health else None
+    events_before = sum(s.events for s in before)
+    events = sum(s.events for s in after)
     report.update({
         "api": api.via, "port": run.port(),
         "events": events, "events_per_s": round((events - events_before) / dt, 1) if health else None,
-        "sources": after, "lost": detail.get("lost"), "launches": detail.get("launches"),
+        "sources": [s.model_dump() for s in after], "lost": detail.get("lost"),
+        "launches": detail.get("launches"),
         "users": detail.get("users"), "models": detail.get("models"),
         "accuracy": {k: detail[k] for k in ("top1", "top5") if k in detail},
         "prefetch": _sum_feedback(feedback),

@@ -1,5 +1,6 @@
 """MEMO's own small supervisor (systemd is not PID 1 on every machine): starts inference, waits until it
-answers, then starts collector and prefetcher; restarts a service that dies, with exponential backoff;
+says it is ready (READY=1 on $NOTIFY_SOCKET, memo.notify, as systemd's Type=notify units do; no log line
+is read for it), then starts collector and prefetcher; restarts a service that dies, with exponential backoff;
 on SIGTERM stops them in reverse order (each gets SIGTERM, so the prefetcher restores its cgroup
 values and the collector removes its pins) and exits.
 
@@ -18,14 +19,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from memo import config as memo_config
-from memo import helpers, logs, placement
+from memo import helpers, logs, notify, placement, procfs
+from memo.client import InferenceClient
+from memo.contract import Health
 from memo.runtime import SERVICES, SUPERVISOR, RunDir, command, take_lock, write_pid
 
 log = logging.getLogger("memo-supervisor")
@@ -58,6 +60,7 @@ class Child:
     log_offset: int = 0
     history: list[dict[str, float | int]] = field(default_factory=list)
     stalled_since: float | None = None  # monotonic time the watchdog first saw it stuck
+    ready: bool = False  # it said READY=1 (memo.notify) since it was started
     next_watch: float = 0.0
 
     @property
@@ -73,56 +76,17 @@ class Supervisor:
         self.placement: placement.Placement | None = None
         self.stopping = False
         self.started = time.time()
-        self._health: httpx.Client | None = None  # see _healthz
-        self._ready: dict[str, Callable[[Child], bool]] = {
-            "inference": self._inference_ready, "collector": self._collector_ready,
-            "prefetcher": self._logged("memo-prefetcher: started", quiet_after_s=2.0)}
+        self._health: InferenceClient | None = None  # see _healthz
+        self.notices: notify.Listener | None = None  # where the services say READY=1 (serve opens it)
 
-    # ---------------------------------------------------------------- readiness
+    # ---------------------------------------------------------------- health
 
-    def _inference_ready(self, child: Child) -> bool:
-        """Its socket answers /healthz and it has (re)written the port file since it started."""
-        try:
-            if self.run.port_file.stat().st_mtime < child.started_at - 1:
-                return False
-            return self._healthz(timeout_s=2.0).status_code == 200
-        except (OSError, httpx.HTTPError):
-            return False
-
-    def _healthz(self, timeout_s: float) -> httpx.Response:
-        """GET /healthz on inference's socket, through one client for the supervisor's life (making
-        one costs ~10 ms of CPU; readiness asks every 0.1 s, the watchdog every 10 s)."""
+    def _healthz(self, timeout_s: float) -> Health:
+        """GET /healthz on inference's socket (the watchdog's question), through one client for the
+        supervisor's life: making one costs ~10 ms of CPU."""
         if self._health is None:
-            self._health = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.run.socket)),
-                                        base_url="http://memo-inference")
-        return self._health.get("/healthz", timeout=timeout_s)
-
-    def _collector_ready(self, child: Child) -> bool:
-        """Its programs are pinned (eBPF), or it says it is ready (any source, at log level INFO)."""
-        try:
-            pin = self.cfg.collector.bpf_pin_dir / "prog_memo_exec"
-            pinned = pin.lstat().st_ctime >= child.started_at - 1
-        except OSError:
-            pinned = False
-        return pinned or self._logged("memo-collector: ready", quiet_after_s=10.0)(child)
-
-    def _logged(self, marker: str, quiet_after_s: float) -> Callable[[Child], bool]:
-        """Ready once the child's own log line (tagged with its pid) says ``marker``; at a log level that
-        hides INFO lines, once it has run ``quiet_after_s`` without exiting."""
-        quiet = logging.getLevelName(self.cfg.log_level.upper()) > logging.INFO
-
-        def ready(child: Child) -> bool:
-            if quiet:
-                return time.time() - child.started_at >= quiet_after_s
-            try:
-                with open(self.run.log_file(child.name), "rb") as f:
-                    f.seek(child.log_offset)
-                    text = f.read().decode(errors="replace")
-            except OSError:
-                return False
-            tag = f"[{child.pid}] "
-            return any(tag in line and marker in line for line in text.splitlines())
-        return ready
+            self._health = InferenceClient.unix(self.run.socket)
+        return self._health.health(timeout_s=timeout_s)
 
     # ---------------------------------------------------------------- processes
 
@@ -131,6 +95,8 @@ class Supervisor:
         out = open(logf, "ab")  # noqa: SIM115 - the child owns it from here
         child.log_offset = out.tell()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if self.notices is not None:
+            env[notify.ENV] = str(self.notices.path)
         where = self.placement
         me = os.getpid()
 
@@ -144,6 +110,7 @@ class Supervisor:
         out.close()
         child.started_at = time.time()
         child.state = "starting"
+        child.ready = False
         write_pid(self.run.pid_file(child.name), child.proc.pid)
         log.info("%s started (pid %d), log %s", child.name, child.proc.pid, logf)
         self.save()
@@ -200,10 +167,8 @@ class Supervisor:
                              "cgroups": self.placement.where(n) if self.placement else {}}
                          for n, c in self.children.items()},
         }
-        tmp = self.run.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.chmod(tmp, 0o644)  # states and pids, for every user's `memo status`
-        os.replace(tmp, self.run.state_file)
+        # states and pids, for every user's `memo status`
+        helpers.atomic_write(self.run.state_file, json.dumps(data, indent=1), mode=0o644)
 
     # ---------------------------------------------------------------- the loop
 
@@ -212,6 +177,7 @@ class Supervisor:
         for inference only at first start; later they ride out its restarts (spool, retries)."""
         now = time.monotonic()
         first = self.children["inference"]
+        self._hear()
         for child in self.children.values():
             if self.reap(child):
                 continue
@@ -225,7 +191,7 @@ class Supervisor:
                 child.next_watch = now + min(WATCH_S, self.cfg.services.watchdog_s / 3)
                 self._watch(child, now)
             elif child.state == "starting":
-                if self._ready[child.name](child):
+                if child.ready:
                     child.state = "running"
                     log.info("%s is ready (pid %d, %.1f s)", child.name, child.pid,
                              time.time() - child.started_at)
@@ -237,23 +203,32 @@ class Supervisor:
                     child.proc.kill()
                     child.proc.wait()
 
+    def _hear(self) -> None:
+        """Take the READY=1 notices the services sent, each by the pid the kernel gave for its sender."""
+        if self.notices is None:
+            return
+        by_pid = {c.pid: c for c in self.children.values() if c.pid}
+        for pid, fields in self.notices.receive():
+            child = by_pid.get(pid)
+            if child is not None and fields.get("READY") == "1":
+                child.ready = True
+
     def _stuck(self, child: Child) -> str:
         """Why a running child looks stuck ("" when it does not): stopped by a signal, or, for
         inference, no answer from /healthz or a degraded one (its model threads died)."""
-        try:
-            fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            if fields[0] in ("T", "t"):
-                return "stopped by a signal"
-        except (OSError, IndexError):
+        st = procfs.stat(child.pid) if child.pid else None
+        if st is None:
             return ""
+        if st.state in ("T", "t"):
+            return "stopped by a signal"
         if child.name != "inference":
             return ""
         try:
-            health = self._healthz(timeout_s=5.0).json()
+            health = self._healthz(timeout_s=5.0)
         except (OSError, httpx.HTTPError, ValueError) as exc:
             return f"/healthz unanswered ({type(exc).__name__})"
-        if health.get("status") != "ok":
-            return f"/healthz says {health.get('status')}: {health.get('detail', {}).get('reason', '')}"
+        if health.status != "ok":
+            return f"/healthz says {health.status}: {health.detail.get('reason', '')}"
         return ""
 
     def _watch(self, child: Child, now: float) -> None:
@@ -314,6 +289,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, _stop)
         self.confine()
+        self.notices = notify.Listener(self.run.notify_socket)
         self.spawn(self.children["inference"])
         try:
             next_rotate = 0.0
@@ -331,6 +307,8 @@ class Supervisor:
                 self.stop_child(self.children[name])
             if self.placement is not None:
                 self.placement.remove()
+            if self.notices is not None:
+                self.notices.close()
             self.run.pid_file(SUPERVISOR).unlink(missing_ok=True)
         log.info("all services stopped")
         return 0

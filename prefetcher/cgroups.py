@@ -18,6 +18,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from memo import helpers, procfs
+
 log = logging.getLogger(__name__)
 
 MOUNTS = Path("/proc/mounts")
@@ -49,9 +51,8 @@ class Cgroup:
 def cgroup_of(pid: int) -> Cgroup | None:
     """The memory cgroup that governs pid (v1 memory controller first, else v2 with memory enabled)."""
     v1, v2 = _mounts()
-    try:
-        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-    except OSError:
+    lines = procfs.text(pid, "cgroup").splitlines()
+    if not lines:
         return None
     for line in lines:
         _, controllers, rel = line.split(":", 2)
@@ -103,17 +104,8 @@ class CgroupTuner:
         if self.dry_run:
             return
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump({"pid": os.getpid(), "changes": [asdict(c) for c in self.changes.values()]}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.state_file)
-        dfd = os.open(self.state_file.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        helpers.atomic_write(self.state_file, json.dumps(
+            {"pid": os.getpid(), "changes": [asdict(c) for c in self.changes.values()]}))
 
     def _write(self, file: Path, new: str, app: str) -> bool:
         key = str(file)

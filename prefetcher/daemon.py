@@ -27,11 +27,12 @@ from pathlib import Path
 
 import httpx
 
+from memo import notify, procfs
+from memo.client import InferenceClient
 from memo.config import Config
 from memo.contract import AppProfile, Prediction, PredictionChanges
 from prefetcher import activity, cgroups, pagecache, swapin, syscalls
 from prefetcher.budget import Budget, PressureGauge, meminfo
-from prefetcher.client import InferenceClient
 from prefetcher.feedback import FeedbackTracker
 from prefetcher.plan import Candidate, Span, weigh
 from prefetcher.watch import ChangeWatcher
@@ -125,17 +126,11 @@ class ServiceSource(Source):
     def _uids(self) -> list[int]:
         if self.uids:
             return self.uids
-        known = self.client.users()
-        if known is not None:
-            return known
-        owners = set()
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    owners.add(entry.stat().st_uid)
-                except OSError:
-                    pass
-        return sorted(owners)
+        try:
+            return [u.uid for u in self.client.users()]
+        except (httpx.HTTPError, ValueError):  # not answering: every user with a process now
+            pass
+        return sorted({uid for pid in procfs.pids() if (uid := procfs.owner(pid)) is not None})
 
     def predictions(self) -> list[Wanted]:
         out = []
@@ -447,6 +442,7 @@ class Prefetcher:
                  "MemAvailable, pressure limit %.2f, dry_run=%s", os.getpid(), self.pcfg.poll_interval_s,
                  self.pcfg.min_probability, self.pcfg.min_probability + self.pcfg.evict_cost,
                  self.pcfg.budget_share * 100, self.pcfg.psi_some_avg10_max, self.dry_run)
+        notify.ready()
         try:
             if once:
                 self.cycle()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from memo import procfs
 from memo.contract import FeedbackBatch, FeedbackItem
 from prefetcher import pagecache, swapin
 
@@ -43,12 +44,8 @@ _HZ = os.sysconf("SC_CLK_TCK")
 
 def start_time(pid: int) -> float | None:
     """Unix time at which pid started (from /proc/PID/stat starttime)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return _BTIME + int(fields[19]) / _HZ
+    st = procfs.stat(pid)
+    return None if st is None else _BTIME + st.start_ticks / _HZ
 
 
 @dataclass

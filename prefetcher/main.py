@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     helpers.private_files()
     logs.setup("memo-prefetcher", args.log_level or cfg.log_level)
 
-    from prefetcher.client import InferenceClient
+    from memo.client import InferenceClient
     from prefetcher.daemon import Prefetcher, ServiceSource, Source, StaticSource
 
     if os.geteuid() != 0 and not args.dry_run:
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     socket = args.socket or cfg.paths.socket
     # The socket may appear later (the service starting after us): the loop retries each cycle.
-    client = InferenceClient(socket) if socket.exists() or not args.profile else None
+    client = InferenceClient.unix(socket) if socket.exists() or not args.profile else None
     source: Source
     if args.app or args.profile:
         source = StaticSource(args.app, args.profile, client, uid=(args.uid or [0])[0])

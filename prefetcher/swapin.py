@@ -30,19 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
+from memo import procfs
 from prefetcher import syscalls
 from prefetcher.budget import Budget
 
 log = logging.getLogger(__name__)
 
-PROC = Path("/proc")
-
-
 def exe_of(pid: int) -> str | None:
-    try:
-        return os.path.realpath(os.readlink(f"/proc/{pid}/exe"))
-    except OSError:
-        return None
+    target = procfs.link(pid, "exe")
+    return os.path.realpath(target) if target else None
 
 
 EXE_MAP_TTL_S = 0.5
@@ -56,9 +52,9 @@ def _executables() -> dict[str, list[int]]:
     now = time.monotonic()
     if now - _exe_map[0] >= EXE_MAP_TTL_S:
         table: dict[str, list[int]] = {}
-        for entry in PROC.iterdir():
-            if entry.name.isdigit() and (exe := exe_of(int(entry.name))) is not None:
-                table.setdefault(exe, []).append(int(entry.name))
+        for pid in procfs.pids():
+            if (exe := exe_of(pid)) is not None:
+                table.setdefault(exe, []).append(pid)
         _exe_map = (now, table)
     return _exe_map[1]
 
@@ -71,21 +67,15 @@ def pids_of(app: str) -> list[int]:
 def swap_bytes(pid: int) -> int:
     """VmSwap of a process in bytes (0 when gone)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmSwap:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+        return int(procfs.field(pid, "status", "VmSwap")) * 1024
+    except ValueError:
+        return 0
 
 
 def swapped_ranges(pid: int) -> list[tuple[int, int, int]]:
     """(start, length, swap bytes) of the mappings of pid that have pages in swap (/proc/PID/smaps)."""
     out: list[tuple[int, int, int]] = []
-    try:
-        text = Path(f"/proc/{pid}/smaps").read_text()
-    except OSError:
-        return out
+    text = procfs.text(pid, "smaps")
     start = end = 0
     for line in text.splitlines():
         head = line.split(maxsplit=1)[0]
@@ -171,10 +161,7 @@ def anon_ranges(pid: int) -> list[tuple[int, int]]:
     """(start, length) of private writable mappings without a backing file (heap, stacks, anon mmap):
     where swapped-out pages of a process live."""
     out = []
-    try:
-        text = Path(f"/proc/{pid}/maps").read_text()
-    except OSError:
-        return out
+    text = procfs.text(pid, "maps")
     for line in text.splitlines():
         parts = line.split(maxsplit=5)
         addr, perms, inode = parts[0], parts[1], parts[4]

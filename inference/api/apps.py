@@ -5,23 +5,20 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 from fastapi.concurrency import run_in_threadpool
 
+from inference import answers
 from inference.api.deps import ServiceDep
-from inference.api.schemas import ApiError
-from memo.contract import AppInfo, AppProfile
+from memo.contract import APPS_PATH, ApiError, AppInfo, AppProfile
 
 router = APIRouter(tags=["apps"])
 
 
-@router.get("/v1/apps", response_model=list[AppInfo], summary="Programs launched, with their profile sizes")
+@router.get(APPS_PATH, response_model=list[AppInfo], summary="Programs launched, with their profile sizes")
 async def get_apps(service: ServiceDep) -> list[AppInfo]:
-    def build() -> list[AppInfo]:
-        return [AppInfo(app=app, launches=n, last_seen=last, profile_bytes=service.profiles.bytes_of(app))
-                for app, n, last in service.store.apps()]
-
-    return await run_in_threadpool(build)
+    return await run_in_threadpool(answers.apps, service)
 
 
-@router.get("/v1/apps/{app:path}/profile", response_model=AppProfile, responses={404: {"model": ApiError}},
+@router.get(APPS_PATH + "/{app:path}/profile", response_model=AppProfile,
+            responses={404: {"model": ApiError}},
             summary="The file ranges an app reads at start (app names contain '/': send it URL-encoded)")
 async def get_profile(app: str, service: ServiceDep) -> AppProfile:
     profile = await run_in_threadpool(service.profiles.get, app)

@@ -9,9 +9,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from inference.api.deps import ServiceDep
-from inference.api.schemas import ApiError
 from inference.ingest import BatchError
-from memo.contract import EVENTS_PATH, EventAck, EventBatch
+from memo.contract import EVENTS_PATH, ApiError, EventAck, EventBatch
 
 router = APIRouter(tags=["ingest"])
 

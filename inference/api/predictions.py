@@ -7,9 +7,18 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
+from inference import answers
 from inference.api.deps import ServiceDep
-from inference.api.schemas import Explanation, ModelScore, UserInfo
-from memo.contract import PREDICTIONS_CHANGES_PATH, PREDICTIONS_PATH, PredictionChanges, Predictions
+from memo.contract import (
+    EXPLAIN_PATH,
+    PREDICTIONS_CHANGES_PATH,
+    PREDICTIONS_PATH,
+    USERS_PATH,
+    Explanation,
+    PredictionChanges,
+    Predictions,
+    UserInfo,
+)
 
 router = APIRouter(tags=["predictions"])
 
@@ -37,19 +46,12 @@ async def get_changes(service: ServiceDep,
     return PredictionChanges(version=changes.version, launches=changes.launches, uids=changes.since(since))
 
 
-@router.get("/v1/explain", response_model=Explanation, summary="Each model's score and weight for an app")
+@router.get(EXPLAIN_PATH, response_model=Explanation, summary="Each model's score and weight for an app")
 async def get_explain(service: ServiceDep, uid: Uid,
                       app: Annotated[str, Query(min_length=1, max_length=4096)]) -> Explanation:
-    rank, prob, scores, weights = await run_in_threadpool(service.models.explain, uid, app)
-    names = list(dict.fromkeys([*scores, *weights]))
-    return Explanation(uid=uid, app=app, rank=rank, probability=prob,
-                       models=[ModelScore(name=n, score=scores.get(n, (0.0, None))[0],
-                                          rank=scores.get(n, (0.0, None))[1], weights=weights.get(n, {}))
-                               for n in names])
+    return await run_in_threadpool(answers.explanation, service, uid, app)
 
 
-@router.get("/v1/users", response_model=list[UserInfo], summary="Users the service has a model for")
+@router.get(USERS_PATH, response_model=list[UserInfo], summary="Users the service has a model for")
 def get_users(service: ServiceDep) -> list[UserInfo]:
-    models = service.models
-    return [UserInfo(uid=uid, launches=m.n, last_app=models.last_app.get(uid))
-            for uid, m in sorted(models.users.items())]
+    return answers.users(service)

@@ -7,8 +7,6 @@ new weights, so a worker thread can train while requests are answered.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Hashable, Sequence
@@ -22,6 +20,7 @@ from inference.predictors import registry
 from inference.predictors.base import Context, Launch, Predictor, Scored
 from inference.predictors.ensemble import Candidates, Mixer
 from inference.predictors.population import Population
+from memo import helpers
 
 MEMBER_K = 20  # how deep each member's ranking goes into the ensemble's candidates
 RECENT = 8  # the most recent distinct apps are always candidates
@@ -163,19 +162,8 @@ class UserModel:
         return model
 
     def save(self, path: str | Path) -> None:
-        """Checkpoint atomically: write a temp file beside ``path``, fsync, rename over it."""
-        path = Path(path)
-        data = self.to_bytes()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Checkpoint atomically (a crash leaves the old checkpoint or the new one)."""
+        helpers.atomic_write(Path(path), self.to_bytes())
 
     @classmethod
     def load(cls, path: str | Path, population: Population | None = None) -> UserModel:

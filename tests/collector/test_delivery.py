@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from memo.client import unix_http
 from memo.contract import SourceStats
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf]
@@ -58,7 +59,7 @@ class Inference:
                 self.kill()
 
     def sources(self) -> dict[str, SourceStats]:
-        with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)), timeout=5) as c:
+        with unix_http(self.socket, 5) as c:
             r = c.get("http://memo/v1/sources")
             r.raise_for_status()
         return {s["source_id"]: SourceStats.model_validate(s) for s in r.json()}
@@ -151,7 +152,7 @@ def test_programs_started_while_the_collector_was_down_are_recorded(start_collec
         time.sleep(2.0)
         assert "started while the collector was down" in c.stderr()
         assert c.stop() == 0
-        with httpx.Client(transport=httpx.HTTPTransport(uds=str(inference.socket)), timeout=5) as client:
+        with unix_http(inference.socket, 5) as client:
             apps = {a["app"] for a in client.get("http://memo/v1/apps").json()}
         assert str(during) in apps, apps
         assert str(before) not in apps, apps

@@ -23,6 +23,8 @@ from typing import Any
 
 import httpx
 
+from memo.client import unix_http
+
 REPO = Path(__file__).resolve().parents[2]
 MEMO = [str(Path(sys.executable).parent / "memo")]
 USER = 4242
@@ -80,8 +82,8 @@ class Memo:
         self.prog_ids: set[int] = set()
         self.cgroup_changes: dict[str, str] = {}  # file -> value before MEMO changed it
 
-    def memo(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(MEMO + list(args), env=self.env, capture_output=True, text=True,
+    def memo(self, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(MEMO + list(args), env={**self.env, **env}, capture_output=True, text=True,
                               timeout=timeout, cwd=self.root)
 
     # ---------------------------------------------------------------- state
@@ -98,8 +100,7 @@ class Memo:
     @property
     def unix(self) -> httpx.Client:
         if self._unix is None:
-            self._unix = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.run_dir / "inference.sock")),
-                                      base_url="http://memo", timeout=10)
+            self._unix = unix_http(self.run_dir / "inference.sock", 10)
         return self._unix
 
     def tcp_get(self, path: str, **params: Any) -> Any:

@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from memo.client import unix_http
+
 MODELS = ["mfu", "mru", "markov", "ppm"]  # the classical members: fast and deterministic
 
 
@@ -55,8 +57,7 @@ class Service:
                 raise RuntimeError(f"memo-inference did not start: {(self.root / 'service.log').read_text()}")
             time.sleep(0.05)
         self.port = int(port_file.read_text())
-        self.unix = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)), base_url="http://memo",
-                                 timeout=30)
+        self.unix = unix_http(self.socket, 30)
         self.tcp = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
 
     def alive(self) -> bool:

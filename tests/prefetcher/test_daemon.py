@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
+from memo.client import unix_http
 from prefetcher import syscalls
 from tests.prefetcher.conftest import PREFETCHER
 
@@ -65,8 +65,7 @@ def test_prefetcher_against_the_real_service(tmp_path: Path, memo_env: dict[str,
         while not (run_dir / "inference.port").exists():
             assert service.poll() is None and time.monotonic() < deadline, "memo-inference did not start"
             time.sleep(0.1)
-        http = httpx.Client(transport=httpx.HTTPTransport(uds=str(run_dir / "inference.sock")),
-                            base_url="http://memo", timeout=30)
+        http = unix_http(run_dir / "inference.sock", 30)
         evs = events("/usr/bin/true", str(app_b), data, 8)
         body = {"source_id": "test-prefetcher", "seq": 0, "events": evs}
         assert http.post("/v1/events", json=body).status_code == 200
