@@ -105,9 +105,9 @@ class InferenceConfig(BaseModel):
     )
     default_k: int = Field(5, ge=1, le=100, description="predictions returned when k is not given")
     prior_min_users: int = Field(
-        3, ge=1, description="an app (or a transition a -> b) enters the cross-user prior, which every "
-        "user's predictions back off to, only once this many distinct users launched it: a user's own "
-        "programs never show in another user's predictions")
+        3, ge=1, description="an app enters the cross-user prior, which every user's predictions back "
+        "off to, only once this many distinct users launched it (until then each user's prior holds only "
+        "their own launches of it): a user's own programs never show in another user's predictions")
     ignore: list[str] = Field(default_factory=list, description="apps never counted as launches (globs)")
     allow: list[str] = Field(default_factory=list, description="apps always counted as launches (globs)")
     wrappers: list[str] = Field(

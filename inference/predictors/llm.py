@@ -20,7 +20,7 @@ from typing import Any
 from inference.llm import prompt as llm_prompt
 from inference.llm import runtime
 from inference.predictors.base import Context, Launch, Predictor, Scored, top_scored
-from inference.predictors.population import Population
+from inference.predictors.population import Prior
 
 CANDIDATES = len(llm_prompt.LABELS)  # 20: one single-token label each
 FREQUENT = 4  # of them, at least this many are the user's most frequent apps
@@ -30,7 +30,7 @@ PEER_K = 20
 class LLMPredictor(Predictor):
     name = "llm"
 
-    def __init__(self, population: Population | None = None) -> None:
+    def __init__(self, population: Prior | None = None) -> None:
         self.population = population
         self.history: deque[Launch] = deque(maxlen=llm_prompt.HISTORY)
         self.counts: Counter[str] = Counter()

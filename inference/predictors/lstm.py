@@ -38,7 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from inference.predictors.base import Context, Launch, Predictor, Scored, top_scored
-from inference.predictors.population import Population
+from inference.predictors.population import Prior
 from memo import helpers
 
 WINDOW = 12  # launches the model reads (training windows have the same length)
@@ -250,7 +250,7 @@ def train_inline() -> None:
 class LSTMPredictor(Predictor):
     name = "lstm"
 
-    def __init__(self, population: Population) -> None:
+    def __init__(self, population: Prior) -> None:
         self.population = population
         self.apps: list[str] = ["<unk>"]  # index 0: an app the serving model has no row for
         self.index: dict[str, int] = {}

@@ -12,7 +12,7 @@ from typing import Any
 
 from inference.predictors.base import Context, Launch, Predictor, Scored, top_scored
 from inference.predictors.mfu import MFU
-from inference.predictors.population import Population
+from inference.predictors.population import Prior
 
 BACKOFF_WEIGHT = 1.0  # pseudo-counts of the frequency back-off in each context
 
@@ -20,7 +20,7 @@ BACKOFF_WEIGHT = 1.0  # pseudo-counts of the frequency back-off in each context
 class Markov(Predictor):
     name = "markov"
 
-    def __init__(self, population: Population) -> None:
+    def __init__(self, population: Prior) -> None:
         self.freq = MFU(population)
         self.next: dict[str, Counter[str]] = {}
         self.last: str | None = None

@@ -11,7 +11,7 @@ from collections import Counter
 from typing import Any
 
 from inference.predictors.base import Context, Launch, Predictor, Scored, top_scored
-from inference.predictors.population import Population
+from inference.predictors.population import Prior
 
 PRIOR_WEIGHT = 2.0  # pseudo-launches of population prior mixed into the user's counts
 
@@ -19,7 +19,7 @@ PRIOR_WEIGHT = 2.0  # pseudo-launches of population prior mixed into the user's 
 class MFU(Predictor):
     name = "mfu"
 
-    def __init__(self, population: Population) -> None:
+    def __init__(self, population: Prior) -> None:
         self.population = population
         self.counts: Counter[str] = Counter()
         self.total = 0

@@ -53,10 +53,11 @@ class UserModel:
         self.user = user if user is not None else id(self)  # who this is to the shared population
         self.names = registry.resolve(models)
         self.members: dict[str, Predictor] = {}
+        prior = self.population.view(self.user)  # the shared prior as this user may see it
         for n in self.names:
             make = registry.factory(n)
             assert make is not None
-            self.members[n] = make(self.population)
+            self.members[n] = make(prior)
         for m in self.members.values():  # the LLM member scores the other members' candidates
             if hasattr(m, "bind_peers"):
                 m.bind_peers(list(self.members.values()))
@@ -79,7 +80,7 @@ class UserModel:
             self.mixer.update(cands, launch.app)
             for m in sorted(self.members.values(), key=lambda m: hasattr(m, "bind_peers")):
                 m.observe(launch)  # members with peers last: they rank what the others just learned
-            self.population.observe(launch, prev=self.recent[0] if self.recent else None, user=self.user)
+            self.population.observe(launch, user=self.user)
             self.seen[launch.app] = self.seen.get(launch.app, 0) + 1
             if launch.app in self.recent:
                 self.recent.remove(launch.app)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from inference.predictors.base import Context, Launch, Predictor, Scored
-from inference.predictors.population import Population
+from inference.predictors.population import Prior
 
 DECAY = 0.6  # score of the i-th most recent app is (1 - DECAY) * DECAY**i
 KEEP = 64  # distinct recent apps remembered
@@ -19,7 +19,7 @@ KEEP = 64  # distinct recent apps remembered
 class MRU(Predictor):
     name = "mru"
 
-    def __init__(self, population: Population) -> None:
+    def __init__(self, population: Prior) -> None:
         self.population = population
         self.recent: list[str] = []  # most recent first, distinct
 

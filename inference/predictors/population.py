@@ -1,13 +1,14 @@
-"""The cross-user prior: how often each app is launched across all users, and what follows what.
+"""The cross-user prior: how often each app is launched across all users.
 
 A new user has no history, so every predictor backs off to this prior instead of to nothing; an app
 nobody has launched yet still gets a small, non-zero probability (add-half smoothing). One instance is
 shared by all of a service's UserModels, hence the lock.
 
-Privacy: the prior is what one user learns of the others. With ``min_users`` = k, an app (and a
-transition a -> b) counts in it only once k distinct users have launched it, so that nothing in it can
-be traced to one person; the users of a not-yet-public app are kept (at most k ids) until it is. The
-probabilities are normalised over the public counts only, so a private launch does not even move them.
+Privacy: the prior is what one user learns of the others. With ``min_users`` = k, an app counts for
+everyone only once k distinct users have launched it, so that nothing in it can be traced to one person.
+Until then each user sees only their own launches of it, through their ``view``: on a machine with one
+user the prior is exactly that user's own frequencies, as if there were no threshold. Probabilities are
+normalised over what the asker may see, so another user's private launch does not even move them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import heapq
 import threading
 from collections import Counter
 from collections.abc import Hashable, Iterable
-from typing import Any
 
 import msgpack
 
@@ -24,43 +24,23 @@ from inference.predictors.base import Launch
 
 NOVEL = 64  # nominal number of apps nobody has launched yet, sharing the smoothing mass
 _REFRESH_EVERY = 64  # observes between recomputations of the cached top list (a prior moves slowly)
-
-
-class _Gate:
-    """Which keys (apps, transitions) k distinct users have reached, and who reached the others."""
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-        self.public: set[Any] = set()
-        self.users: dict[Any, set[Hashable]] = {}
-
-    def see(self, key: Any, user: Hashable) -> bool:
-        """Record that ``user`` launched ``key``; True when ``key`` just became public."""
-        if key in self.public:
-            return False
-        who = self.users.setdefault(key, set())
-        who.add(user)
-        if len(who) < self.k:
-            return False
-        del self.users[key]
-        self.public.add(key)
-        return True
+_TOP = 32  # the cached public top list's length
 
 
 class Population:
-    """Cross-user launch frequencies (unigram and bigram), thread-safe; only what ``min_users``
-    distinct users share is visible."""
+    """Cross-user launch frequencies, thread-safe. Its own answers (``prob``, ``top``) show only the
+    public apps (a user never seen); ``view(user)`` adds that user's own not-yet-public ones."""
 
     def __init__(self, min_users: int = 1) -> None:
         self.min_users = max(1, int(min_users))
         self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
-        self._next: dict[str, Counter[str]] = {}
-        self._apps = _Gate(self.min_users)
-        self._pairs = _Gate(self.min_users)
-        self._total = 0  # every launch counted (a cheap version number for callers)
-        self._public_total = 0  # the launches of public apps: the denominator
-        self._top: list[tuple[str, float]] = []
+        self._counts: Counter[str] = Counter()  # public apps only
+        self._private: dict[str, Counter[Hashable]] = {}  # app -> its launches by each of < k users
+        self._mine: dict[Hashable, Counter[str]] = {}  # user -> their launches of private apps
+        self._mine_total: Counter[Hashable] = Counter()  # user -> the sum of their _mine
+        self._total = 0  # every launch counted (a version number for callers)
+        self._public_total = 0
+        self._top: list[tuple[str, int]] = []
         self._stale = 0
 
     @classmethod
@@ -68,76 +48,77 @@ class Population:
         """A prior built from whole per-user app sequences (e.g. the other users in ``memo eval``)."""
         pop = cls(min_users)
         for user, seq in enumerate(sequences):
-            prev: str | None = None
             for app in seq:
-                pop._add(app, prev, user)
-                prev = app
+                pop._add(app, user)
         return pop
 
-    def observe(self, launch: Launch, prev: str | None = None, user: Hashable = None) -> None:
-        """Count ``user``'s launch; ``prev`` is the same user's previous app, for the transitions."""
+    def observe(self, launch: Launch, user: Hashable = None) -> None:
+        """Count ``user``'s launch."""
         with self._lock:
-            self._add(launch.app, prev, user)
+            self._add(launch.app, user)
 
-    def _add(self, app: str, prev: str | None, user: Hashable) -> None:
-        self._counts[app] += 1
+    def _add(self, app: str, user: Hashable) -> None:
         self._total += 1
-        if app in self._apps.public:
-            self._public_total += 1
-        elif self._apps.see(app, user):
-            self._public_total += self._counts[app]
-        if prev is not None:
-            self._next.setdefault(prev, Counter())[app] += 1
-            self._pairs.see((prev, app), user)
         self._stale += 1
+        if app in self._counts:
+            self._counts[app] += 1
+            self._public_total += 1
+            return
+        by_user = self._private.setdefault(app, Counter())
+        by_user[user] += 1
+        self._mine.setdefault(user, Counter())[app] += 1
+        self._mine_total[user] += 1
+        if len(by_user) >= self.min_users:  # k users now: everyone's, and nobody's in particular
+            del self._private[app]
+            for u, c in by_user.items():
+                del self._mine[u][app]
+                self._mine_total[u] -= c
+            self._counts[app] = by_user.total()
+            self._public_total += by_user.total()
 
     @property
     def total(self) -> int:
         """Launches counted, public or not: changes whenever the prior may have."""
         return self._total
 
-    def _denominator(self) -> float:
-        return self._public_total + 0.5 * (len(self._apps.public) + NOVEL)
+    def view(self, user: Hashable) -> PopulationView:
+        """The prior as ``user`` may see it: the public apps and their own."""
+        return PopulationView(self, user)
+
+    def _prob(self, app: str, user: Hashable) -> float:
+        with self._lock:
+            mine = self._mine.get(user) or Counter()
+            seen = self._counts.get(app) or mine.get(app, 0)
+            return (seen + 0.5) / self._denominator(user, mine)
+
+    def _top_of(self, n: int, user: Hashable) -> list[tuple[str, float]]:
+        with self._lock:
+            if not self._top or self._stale >= _REFRESH_EVERY or len(self._top) < min(n, len(self._counts)):
+                self._top = heapq.nlargest(max(n, _TOP), self._counts.items(), key=lambda kv: kv[1])
+                self._stale = 0
+            mine = self._mine.get(user) or Counter()
+            best = heapq.nlargest(n, [*self._top, *mine.items()], key=lambda kv: kv[1]) if mine else self._top
+            denom = self._denominator(user, mine)
+            return [(a, (c + 0.5) / denom) for a, c in best[:n]]
+
+    def _denominator(self, user: Hashable, mine: Counter[str]) -> float:
+        seen = self._public_total + self._mine_total.get(user, 0)
+        return seen + 0.5 * (len(self._counts) + len(mine) + NOVEL)
 
     def prob(self, app: str) -> float:
-        """P(app) across users, add-half smoothed so that an app never seen (or not yet public) still
-        gets a little."""
-        with self._lock:
-            seen = self._counts.get(app, 0) if app in self._apps.public else 0
-            return (seen + 0.5) / self._denominator()
+        """P(app) across users (public apps), add-half smoothed so that an app never seen still gets a
+        little."""
+        return self._prob(app, _NOBODY)
 
     def top(self, n: int) -> list[tuple[str, float]]:
         """The n most launched public apps with their smoothed probabilities."""
-        with self._lock:
-            public = self._apps.public
-            if not self._top or self._stale >= _REFRESH_EVERY or len(self._top) < min(n, len(public)):
-                denom = self._denominator()
-                counts = ((a, self._counts[a]) for a in public)
-                best = heapq.nlargest(max(n, 32), counts, key=lambda kv: kv[1])
-                self._top = [(a, (c + 0.5) / denom) for a, c in best]
-                self._stale = 0
-            return self._top[:n]
-
-    def next_probs(self, prev: str, n: int) -> list[tuple[str, float]]:
-        """The n apps that most often follow ``prev`` across users (public transitions), with
-        P(app | prev)."""
-        with self._lock:
-            nxt = self._next.get(prev)
-            if not nxt:
-                return []
-            shown = Counter({a: c for a, c in nxt.items() if (prev, a) in self._pairs.public})
-            total = sum(shown.values())
-            return [(a, c / total) for a, c in shown.most_common(n)] if total else []
+        return self._top_of(n, _NOBODY)
 
     def to_bytes(self) -> bytes:
         with self._lock:
             return msgpack.packb({
-                "counts": dict(self._counts), "next": {a: dict(c) for a, c in self._next.items()},
-                "min_users": self.min_users,
-                "public": sorted(self._apps.public),
-                "users": {a: sorted(u, key=str) for a, u in self._apps.users.items()},
-                "public_pairs": sorted(self._pairs.public),
-                "pair_users": [[a, b, sorted(u, key=str)] for (a, b), u in self._pairs.users.items()],
+                "min_users": self.min_users, "counts": dict(self._counts),
+                "private": {a: [[u, c] for u, c in by.items()] for a, by in self._private.items()},
             })
 
     @classmethod
@@ -150,11 +131,37 @@ class Population:
             raise ValueError(f"population saved with min_users={saved_k!r}, wanted {min_users}")
         pop = cls(saved_k)
         pop._counts = Counter(state["counts"])
-        pop._next = {a: Counter(c) for a, c in state["next"].items()}
-        pop._total = sum(pop._counts.values())
-        pop._apps.public = set(state["public"])
-        pop._apps.users = {a: set(u) for a, u in state["users"].items()}
-        pop._pairs.public = {(a, b) for a, b in state["public_pairs"]}
-        pop._pairs.users = {(a, b): set(u) for a, b, u in state["pair_users"]}
-        pop._public_total = sum(pop._counts[a] for a in pop._apps.public)
+        pop._public_total = sum(pop._counts.values())
+        for app, pairs in state["private"].items():
+            by_user = pop._private[app] = Counter({u: c for u, c in pairs})
+            for u, c in by_user.items():
+                pop._mine.setdefault(u, Counter())[app] = c
+                pop._mine_total[u] += c
+        pop._total = pop._public_total + sum(by.total() for by in pop._private.values())
         return pop
+
+
+_NOBODY = object()
+"""The asker with no launches of their own (a user never seen): the public prior alone."""
+
+
+class PopulationView:
+    """One user's window on the shared Population (what their predictors back off to)."""
+
+    def __init__(self, population: Population, user: Hashable) -> None:
+        self.population = population
+        self.user = user
+
+    @property
+    def total(self) -> int:
+        return self.population.total
+
+    def prob(self, app: str) -> float:
+        return self.population._prob(app, self.user)
+
+    def top(self, n: int) -> list[tuple[str, float]]:
+        return self.population._top_of(n, self.user)
+
+
+Prior = Population | PopulationView
+"""What a predictor backs off to: the public prior, or one user's view of it."""

@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any
 
 from inference.predictors.base import Context, Launch, Predictor, Scored, top_scored
-from inference.predictors.population import Population
+from inference.predictors.population import Prior
 
 MAX_ORDER = 5
 _TOP_REFRESH = 32  # observes between recomputations of the cached order-0 candidate list
@@ -23,7 +23,7 @@ _TOP_REFRESH = 32  # observes between recomputations of the cached order-0 candi
 class PPM(Predictor):
     name = "ppm"
 
-    def __init__(self, population: Population, max_order: int = MAX_ORDER) -> None:
+    def __init__(self, population: Prior, max_order: int = MAX_ORDER) -> None:
         self.population = population
         self.max_order = max_order
         self.ctx: dict[tuple[str, ...], Counter[str]] = {}

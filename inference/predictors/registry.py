@@ -13,11 +13,11 @@ import logging
 from collections.abc import Callable, Iterable
 
 from inference.predictors.base import Predictor
-from inference.predictors.population import Population
+from inference.predictors.population import Prior
 
 log = logging.getLogger(__name__)
 
-Factory = Callable[[Population], Predictor]
+Factory = Callable[[Prior], Predictor]
 
 _TARGETS: dict[str, str] = {
     "mfu": "inference.predictors.mfu:MFU",

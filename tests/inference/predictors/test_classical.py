@@ -83,4 +83,3 @@ def test_population_unknown_app_gets_a_small_nonzero_prior() -> None:
     pop = Population.from_sequences([["a", "b", "a"]])
     assert 0 < pop.prob("never-seen") < pop.prob("b") < pop.prob("a")
     assert Population.from_bytes(pop.to_bytes()).prob("a") == pop.prob("a")
-    assert pop.next_probs("a", 3) == [("b", 1.0)]

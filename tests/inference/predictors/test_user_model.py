@@ -136,19 +136,27 @@ def test_mixer_learns_to_trust_the_member_that_is_right() -> None:
     assert m.predict(Context(), 1)[0].app == "a"  # the sequence ended "... a c": "a" follows
 
 
-def test_the_prior_counts_an_app_once_enough_users_share_it() -> None:
+def test_the_prior_shows_each_user_their_own_apps_and_only_what_enough_users_share() -> None:
     pop = Population(min_users=2)
-    for user in ("a", "a", "a"):
-        pop.observe(Launch("mine"), user=user)
-    assert pop.top(5) == [] and pop.prob("mine") == pop.prob("never-seen")
-    pop.observe(Launch("mine"), prev="other", user="b")
-    pop.observe(Launch("x"), prev="other", user="a")
-    assert [a for a, _ in pop.top(5)] == ["mine"] and pop.prob("mine") > pop.prob("never-seen")
-    assert pop.next_probs("other", 5) == [], "each transition needs two users of its own"
-    pop.observe(Launch("mine"), prev="other", user="c")
-    assert pop.next_probs("other", 5) == [("mine", 1.0)]
+    for _ in range(3):
+        pop.observe(Launch("mine"), user="a")
+    a, b = pop.view("a"), pop.view("b")
+    assert [x for x, _ in a.top(5)] == ["mine"] and a.prob("mine") > a.prob("never-seen")
+    assert b.top(5) == [] and pop.top(5) == [] and b.prob("mine") == b.prob("never-seen"), "a's alone"
+    pop.observe(Launch("mine"), user="b")
+    assert [x for x, _ in b.top(5)] == [x for x, _ in pop.top(5)] == ["mine"], "two users: everyone's"
+    assert b.prob("mine") > b.prob("never-seen")
     again = Population.from_bytes(pop.to_bytes(), min_users=2)
-    assert again.prob("mine") == pop.prob("mine")
-    assert again.next_probs("other", 5) == pop.next_probs("other", 5)
+    assert again.view("b").prob("mine") == b.prob("mine") and again.view("a").top(3) == a.top(3)
     with pytest.raises(ValueError):
         Population.from_bytes(pop.to_bytes(), min_users=3)  # another threshold: relearnt, never guessed
+
+
+def test_one_user_alone_sees_the_prior_as_if_there_were_no_threshold() -> None:
+    apps = ["vim", "git", "vim", "make", "vim", "git"]
+    alone, open_ = Population(min_users=3), Population(min_users=1)
+    for app in apps:
+        alone.observe(Launch(app), user=1000)
+        open_.observe(Launch(app), user=1000)
+    mine, everyone = alone.view(1000), open_.view(1000)
+    assert mine.top(5) == everyone.top(5) and mine.prob("make") == everyone.prob("make")
