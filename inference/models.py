@@ -399,7 +399,7 @@ class Models:
         for name in model.names:
             scored = sorted(((r.models.get(name, 0.0), r.app) for r in full), key=lambda t: -t[0])
             own[name] = next((i + 1 for i, (sc, a) in enumerate(scored) if a == app and sc > 0), None)
-        weights = model_weights(model)
+        weights = model.mixer.weights()  # each member's say: the mixer's weight on each of its signals
         served = self.cache.get(uid)
         for items in ((served.items if served else []), full):
             for i, r in enumerate(items):
@@ -407,21 +407,3 @@ class Models:
                     scores = {n: (float(r.models.get(n, 0.0)), own.get(n)) for n in model.names}
                     return i + 1, r.probability, scores, weights
         return None, 0.0, {n: (0.0, None) for n in model.names}, weights
-
-
-def model_weights(model: UserModel) -> dict[str, dict[str, float]]:
-    """Each member's say in the user's ensemble: the mixer's weight on each of its features.
-
-    Read from the mixer's public ``weights()`` if it has one, else from its weight vector."""
-    mixer = getattr(model, "mixer", None)
-    public = getattr(mixer, "weights", None)
-    try:
-        if callable(public):
-            return {str(n): {str(f): float(v) for f, v in dict(fw).items()}
-                    for n, fw in dict(public()).items()}
-        from inference.predictors import ensemble
-
-        feats = getattr(ensemble, "_PER_MEMBER", ())
-        return {n: {f: float(mixer.w[mixer._index(n, f)]) for f in feats} for n in mixer.names}  # type: ignore[union-attr]
-    except Exception:  # a mixer of another shape: no weights rather than no explanation
-        return {}
