@@ -57,7 +57,6 @@ class Child:
     started_at: float = 0.0
     next_start: float = 0.0
     last_exit: int | None = None
-    log_offset: int = 0
     history: list[dict[str, float | int]] = field(default_factory=list)
     stalled_since: float | None = None  # monotonic time the watchdog first saw it stuck
     ready: bool = False  # it said READY=1 (memo.notify) since it was started
@@ -93,7 +92,6 @@ class Supervisor:
     def spawn(self, child: Child) -> None:
         logf = self.run.log_file(child.name)
         out = open(logf, "ab")  # noqa: SIM115 - the child owns it from here
-        child.log_offset = out.tell()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if self.notices is not None:
             env[notify.ENV] = str(self.notices.path)

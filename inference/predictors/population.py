@@ -152,10 +152,6 @@ class PopulationView:
         self.population = population
         self.user = user
 
-    @property
-    def total(self) -> int:
-        return self.population.total
-
     def prob(self, app: str) -> float:
         return self.population._prob(app, self.user)
 
