@@ -141,7 +141,9 @@ def identify(ev: ExecEvent, wrappers: frozenset[str] = WRAPPERS) -> Identity:
     exe = ev.exe.removesuffix(_DELETED) if ev.exe else (_absolute(fname, ev.cwd) or posixpath.normpath(fname))
     base = posixpath.basename(exe)
     argv = ev.argv or [ev.filename]
-    if base in wrappers:
+    if base in wrappers or posixpath.basename(fname) in wrappers:
+        # by the name exec'd too: the collector reads exe and argv from /proc after the event, and a
+        # wrapper that execs at once (setpriv, env) has by then become its program
         return Identity(Kind.TRANSPARENT, exe)
     shell = base in SHELLS
     if not shell and not _INTERP.match(base):
@@ -212,9 +214,9 @@ class Segmenter:
     own: frozenset[int] = frozenset()  # pids of MEMO's own processes on this source's machine
     # pid -> launch id, None for a launcher context, or OWN. A pid absent here is unknown: a launcher too.
     procs: dict[int, int | None] = field(default_factory=dict)
-    # launch id -> (start ts_ns, app, pid that started it), kept while page-cache records may still be
-    # attributed to it.
-    recent: dict[int, tuple[int, str, int]] = field(default_factory=dict)
+    # launch id -> (start ts_ns, app, pid that started it, its uid), kept while page-cache records may
+    # still be attributed to it.
+    recent: dict[int, tuple[int, str, int, int]] = field(default_factory=dict)
     # pid -> (launch id, exit ts_ns) of processes of a launch that have exited: the collector sends a
     # launch's page records when its window is over, often after short-lived helpers are gone.
     exited: dict[int, tuple[int, int]] = field(default_factory=dict)
@@ -280,9 +282,12 @@ class Segmenter:
         kind = ident.kind
         chain = self.recent.get(ctx) if ctx is not None else None
         if (chain is not None and chain[2] == ev.pid and 0 <= ev.ts_ns - chain[0] <= self.window_ns
-                and kind is Kind.PROGRAM and not self.rules.ignored(ident.app) and ident.app != chain[1]):
-            # the pid that started launch ctx exec'd again: the launch is where the chain ends
-            self._write("recent", ctx, (chain[0], ident.app, ev.pid))
+                and kind is Kind.PROGRAM and not self.rules.ignored(ident.app)
+                and (ident.app != chain[1] or ev.uid != chain[3])):
+            # the pid that started launch ctx exec'd again: the launch is where the chain ends, and its
+            # user the one after that exec (also when the collector read the first exec's argv and exe
+            # only after the second exec, so both look like the same app: setpriv/su then the program)
+            self._write("recent", ctx, (chain[0], ident.app, ev.pid, ev.uid))
             return Relabel(ctx, ev.uid, ident.app, ev.exe or ev.filename)
         if kind is Kind.PROGRAM and self.rules.allowed(ident.app):
             ctx = None  # always a launch, even inside another one
@@ -295,7 +300,7 @@ class Segmenter:
             self._set(ev.pid, ctx)  # a helper of the running launch, or a wrapper passing context on
             return None
         self._set(ev.pid, launch_id)
-        self._write("recent", launch_id, (ev.ts_ns, ident.app, ev.pid))
+        self._write("recent", launch_id, (ev.ts_ns, ident.app, ev.pid, ev.uid))
         return NewLaunch(launch_id, self.source_id, ev.uid, ident.app, ev.pid, ev.ts_ns,
                          ev.wall_ts if ev.wall_ts > 0 else now, ev.exe or ev.filename)
 
@@ -315,14 +320,16 @@ class Segmenter:
 
     def state(self) -> dict[str, Any]:
         return {"procs": [[p, c] for p, c in self.procs.items() if c != OWN],  # pids die with MEMO
-                "recent": [[k, ts, app, pid] for k, (ts, app, pid) in self.recent.items()],
+                "recent": [[k, ts, app, pid, uid] for k, (ts, app, pid, uid) in self.recent.items()],
                 "exited": [[p, lid, ts] for p, (lid, ts) in self.exited.items()]}
 
     def load(self, state: dict[str, Any]) -> None:
         self.procs = {int(p): c for p, c in state.get("procs", []) if c != OWN}
         self.procs.update({pid: OWN for pid in self.own})
-        # entries written before the root pid was kept have 3 fields: no chain is followed for them
-        self.recent = {int(r[0]): (int(r[1]), str(r[2]), int(r[3]) if len(r) > 3 else -1)
+        # entries written before the root pid was kept have 3 fields: no chain is followed for them;
+        # before its uid was, 4: the chain's next exec relabels it with its own uid
+        self.recent = {int(r[0]): (int(r[1]), str(r[2]), int(r[3]) if len(r) > 3 else -1,
+                                   int(r[4]) if len(r) > 4 else -1)
                        for r in state.get("recent", [])}
         self.exited = {int(p): (int(lid), int(ts)) for p, lid, ts in state.get("exited", [])}
 

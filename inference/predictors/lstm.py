@@ -8,14 +8,15 @@ net is small, uses dropout, and its output is shrunk towards the user's launch f
 has trained on little (a new user's net is noise; counts are not); before its first round it ranks
 by those frequencies alone.
 
-Training never runs on the request path: ``observe`` only appends to the history. ``train_pending``
-(a worker thread in the service, inline in ``memo eval``) does two things. Every ``RETRAIN_EVERY``
-launches it trains a private copy for a few Adam steps on windows of the recent history, then swaps a
-frozen copy in under the lock. In between, so that the net is not stale against counting models that
-learn each launch at once, the output layers take one small SGD step on each new launch (the softmax
-gradient of that launch through the last LSTM output and the skip path), applied to the serving and
-the training copy alike. ``rank`` only runs the serving copy's forward pass. The vocabulary grows by
-doubling (weights copied), so a user's new apps get rows without retraining from scratch.
+Training never runs on the request path: ``observe`` only appends to the history. ``train_pending`` (a
+worker thread in the service, inline in ``memo eval``) does two things. Every ``RETRAIN_EVERY`` launches,
+and at most once per ``ROUND_GAP_S`` of the user's time, it trains a private copy for a few Adam steps on
+windows of the recent history, then swaps a frozen copy in under the lock. In between, so that the net is
+not stale against counting models that learn each launch at once, the output layers take one small SGD
+step on each new launch (the softmax gradient of that launch through the last LSTM output and the skip
+path), applied to the serving and the training copy alike. ``rank`` only runs the serving copy's forward
+pass. The vocabulary grows by doubling (weights copied), so a user's new apps get rows without retraining
+from scratch.
 
 Serving needs no torch: the forward pass and the per-launch step are a few numpy products over the
 weights. Only the rounds use torch (lstm_train.py): in the service they run in a short-lived worker
@@ -52,6 +53,10 @@ FIRST_TRAIN = 12  # launches before the first training round
 STEPS = 4  # Adam steps per training round
 FRESH_SHARE = 0.25  # share of each batch's windows that end in the new launches
 RETRAIN_EVERY = 8  # launches between training rounds once the history is long
+ROUND_GAP_S = 300.0
+"""...and at least this much of the user's time (launch timestamps) between them: a round costs a worker
+start (torch's import, about 2 s of CPU), so a burst of launches pays for one round, not one per 8 launches;
+the per-launch output-layer step keeps the net current meanwhile."""
 SHRINK = 150.0  # launches' worth of trust in the user's frequencies before the net's
 FIRST_BOOST = 4  # the first round trains this many times more (more steps overfit a short history)
 FAST_LR = 0.03  # SGD step size of the output layers' update on each launch (between rounds)
@@ -135,8 +140,9 @@ class TrainerUnavailable(RuntimeError):
 
 
 class ProcessTrainer:
-    """Rounds in a worker process (the service): started on demand, it exits after a minute idle.
-    A worker that fails or hangs is killed; after a failure rounds pause for FAIL_BACKOFF_S."""
+    """Rounds in a worker process (the service): started on demand, it exits once idle
+    (lstm_train.IDLE_EXIT_S). A worker that fails or hangs is killed; after a failure rounds pause for
+    FAIL_BACKOFF_S."""
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
@@ -260,6 +266,7 @@ class LSTMPredictor(Predictor):
         self.n = 0  # launches observed in total (seq keeps the last KEEP)
         self.last_ts: float | None = None
         self.trained_upto = 0  # value of n at the last training round
+        self.round_ts: float | None = None  # last_ts at the last training round
         self.fast_upto = 0  # value of n up to which the output layers took their per-launch step
         self._feat: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None  # rank's forward
         self.serving: Net | None = None
@@ -333,8 +340,11 @@ class LSTMPredictor(Predictor):
 
     # -- background training ----------------------------------------------------------------------
     def _due(self) -> bool:
-        new = self.n - self.trained_upto
-        return self.n >= FIRST_TRAIN and new >= (FIRST_TRAIN if not self.trained_upto else RETRAIN_EVERY)
+        if not self.trained_upto:
+            return self.n >= FIRST_TRAIN
+        if self.n - self.trained_upto < RETRAIN_EVERY:
+            return False
+        return self.round_ts is None or self.last_ts is None or self.last_ts - self.round_ts >= ROUND_GAP_S
 
     def _fast_steps(self) -> bool:
         """Between rounds, the output layers (out, skip) take one SGD step on each new launch, in the
@@ -365,7 +375,7 @@ class LSTMPredictor(Predictor):
             with self._lock:
                 if not self._due():
                     return fast
-                n = self.n
+                n, ts = self.n, self.last_ts
                 seq = list(self.seq[-HISTORY - 1:])
                 tfeat = list(self.tfeat[-HISTORY - 1:])
                 vocab = len(self.apps)
@@ -377,7 +387,7 @@ class LSTMPredictor(Predictor):
             frozen = self._trainer.copy()
             with self._lock:
                 self.serving = frozen
-                self.trained_upto = n
+                self.trained_upto, self.round_ts = n, ts
                 self._probs = self._feat = None
             return True
 
@@ -411,7 +421,8 @@ class LSTMPredictor(Predictor):
                            for k, v in self.serving.w.items()}
             return {"apps": self.apps, "counts": list(self.counts.items()), "seq": self.seq,
                     "tfeat": self.tfeat, "n": self.n, "last_ts": self.last_ts,
-                    "trained_upto": self.trained_upto, "fast_upto": self.fast_upto, "weights": weights}
+                    "trained_upto": self.trained_upto, "round_ts": self.round_ts, "fast_upto": self.fast_upto,
+                    "weights": weights}
 
     def set_state(self, state: dict[str, Any]) -> None:
         with self._lock:
@@ -423,6 +434,7 @@ class LSTMPredictor(Predictor):
             self.n = state["n"]
             self.last_ts = state["last_ts"]
             self.trained_upto = state["trained_upto"]
+            self.round_ts = state.get("round_ts")
             self.fast_upto = state.get("fast_upto", self.n)
             self.serving = None
             self._trainer = self._opt = None

@@ -1,7 +1,7 @@
 """The LSTM's training round, in torch: the only part of the LSTM member that needs it.
 
 The service runs it in a short-lived worker process (``python -m inference.predictors.lstm_train``,
-started by lstm.ProcessTrainer, nice 19 and idle I/O, exiting after a minute without work), so that
+started by lstm.ProcessTrainer, nice 19 and idle I/O, exiting once a pass over the users is done), so that
 torch's 190-400 MB are resident only while the member learns; ``memo eval`` and the tests call
 ``train_round`` in their own process. Weights cross as numpy arrays keyed like torch's state_dict.
 
@@ -74,24 +74,42 @@ def _new_net(vocab: int) -> _Net:
         return _Net(vocab)
 
 
-def _to_numpy(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().numpy().copy()
-    if isinstance(obj, dict):
-        return {k: _to_numpy(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to_numpy(v) for v in obj]
-    return obj
+class _Adam:
+    """Adam with torch.optim.Adam's defaults (betas 0.9 and 0.999, eps 1e-8), its state keyed by parameter
+    name in numpy so that it crosses the worker's pipe. Written out rather than torch.optim because any
+    torch.optim optimiser imports torch._dynamo on first use: +2.6 s of CPU and +150 MB resident on each
+    worker start, several times the cost of the round itself (measured, torch 2.13 on this machine)."""
 
+    B1, B2, EPS = 0.9, 0.999, 1e-8
 
-def _to_torch(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(obj.copy())
-    if isinstance(obj, dict):
-        return {k: _to_torch(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to_torch(v) for v in obj]
-    return obj
+    def __init__(self, params: dict[str, nn.Parameter], state: dict[str, Any] | None) -> None:
+        self.params = params
+        self.t: int = state["t"] if state else 0
+        self.m = {k: torch.from_numpy(state["m"][k].copy()) if state else torch.zeros_like(p)
+                  for k, p in params.items()}
+        self.v = {k: torch.from_numpy(state["v"][k].copy()) if state else torch.zeros_like(p)
+                  for k, p in params.items()}
+
+    def zero_grad(self) -> None:
+        for p in self.params.values():
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.t += 1
+        step_size = LR / (1 - self.B1 ** self.t)
+        root_c2 = (1 - self.B2 ** self.t) ** 0.5
+        for k, p in self.params.items():
+            if p.grad is None:
+                continue
+            m, v = self.m[k], self.v[k]
+            m.mul_(self.B1).add_(p.grad, alpha=1 - self.B1)
+            v.mul_(self.B2).addcmul_(p.grad, p.grad, value=1 - self.B2)
+            p.addcdiv_(m, (v.sqrt() / root_c2).add_(self.EPS), value=-step_size)
+
+    def state(self) -> dict[str, Any]:
+        return {"t": self.t, "m": {k: t.numpy().copy() for k, t in self.m.items()},
+                "v": {k: t.numpy().copy() for k, t in self.v.items()}}
 
 
 def train_round(req: dict[str, Any]) -> dict[str, Any]:
@@ -107,9 +125,7 @@ def train_round(req: dict[str, Any]) -> dict[str, Any]:
         net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in weights.items()})
         if net.emb.num_embeddings < cap:
             net, adam = net.grown(cap), None
-    opt = torch.optim.Adam(net.parameters(), lr=LR)
-    if adam is not None:
-        opt.load_state_dict(_to_torch(adam))
+    opt = _Adam(dict(net.named_parameters()), adam)
     net.gen.manual_seed(req["seed"])
     net.train()
     seq, win = req["seq"], req["win"]
@@ -124,17 +140,19 @@ def train_round(req: dict[str, Any]) -> dict[str, Any]:
         t = torch.stack([t_all[e - win:e] for e in ends])
         logits = net(x, t)
         loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
     net.eval()
     return {"weights": {k: v.detach().numpy().astype(np.float32).copy() for k, v in net.state_dict().items()},
-            "adam": _to_numpy(opt.state_dict())}
+            "adam": opt.state()}
 
 
 # -- the worker process ------------------------------------------------------------------------------
-IDLE_EXIT_S = 60.0
+IDLE_EXIT_S = 10.0
+"""Rounds come at least lstm.ROUND_GAP_S apart; the worker stays only for the other users' rounds of the
+same pass, then gives torch's memory back."""
 
 
 def main() -> int:
@@ -151,7 +169,7 @@ def main() -> int:
         except Exception as exc:  # one bad round is reported, the worker stays
             reply = {"error": f"{type(exc).__name__}: {exc}"}
         write_frame(wfd, pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
-    return 0  # a minute without work: give torch's memory back
+    return 0  # the pass is over: give torch's memory back
 
 
 if __name__ == "__main__":

@@ -83,6 +83,20 @@ def test_exec_chain_split_across_batches_updates_the_stored_launch(tmp_path: Pat
     assert store.query("SELECT app, uid FROM launches") == [("/usr/bin/vim", 1000)]
 
 
+def test_a_chain_read_late_is_owned_by_the_uid_after_its_last_exec() -> None:
+    """Recorded in bench/replay (setpriv --reuid=999 ... python sympy.py from a root shell): the
+    collector read the setpriv exec's exe and argv after it had become python, so both execs look like
+    the script. The launch is the script's, owned by uid 999, not root's; the same holds for a first exec
+    on no wrapper list (matched by the pid exec'ing again with another uid)."""
+    py, script = "/usr/bin/python3.11", "/var/tmp/apps/replay_sympy.py"
+    for first in ("/usr/bin/setpriv", "/usr/bin/mystery"):
+        late = {**exec_ev(81, 80, py, [py, script], uid=0), "filename": first, "comm": first[-7:]}
+        evs = [exec_ev(80, 1, "/usr/bin/bash", ["bash", "--norc"], uid=0), fork_ev(81, 80, 0), late,
+               exec_ev(81, 80, py, [py, script], uid=999)]
+        got = segment([EVENT_ADAPTER.validate_python(e) for e in evs])
+        assert [(launch.app, launch.uid) for launch in got] == [(script, 999)], first
+
+
 def test_pages_sent_after_a_helper_exited_belong_to_its_launch(tmp_path: Path) -> None:
     """The collector sends a launch's page records once its window is over; a compiler's helpers
     (cc1, as) are gone by then, and their pages still count for the launch."""

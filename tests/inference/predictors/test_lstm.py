@@ -20,7 +20,7 @@ def trained_on(seq: list[str], rounds: int = 30) -> LSTMPredictor:
         p.observe(Launch(a, 1_700_000_000.0 + 60 * i))
         p.train_pending()
     for _ in range(rounds):  # extra rounds on the same data, as a worker thread would do over time
-        p.trained_upto -= 8
+        p.trained_upto, p.round_ts = p.trained_upto - 8, None
         p.train_pending()
     return p
 
@@ -75,6 +75,31 @@ def test_each_launch_nudges_the_serving_net_between_rounds() -> None:
     assert p.train_pending() is True and p.trained_upto == n  # the per-launch step, not a round
     assert float(p._softmax_at(p.serving, n)[2][b]) > before
     assert p.train_pending() is False  # nothing new
+
+
+def round_times(times: list[float | None]) -> list[int]:
+    """The launch numbers after which a round ran, for launches at ``times``."""
+    p, out = LSTMPredictor(Population()), []
+    for i, ts in enumerate(times):
+        p.observe(Launch("abc"[i % 3], ts))
+        before = p.trained_upto
+        p.train_pending()
+        if p.trained_upto != before:
+            out.append(p.n)
+    return out
+
+
+def test_a_burst_of_launches_pays_for_one_round() -> None:
+    """A round costs a worker start: at most one per ROUND_GAP_S of the user's time, the first at once."""
+    gap = 10.0
+    every = int(lstm.ROUND_GAP_S // gap)  # launches per ROUND_GAP_S
+    rounds = round_times([1.7e9 + gap * i for i in range(lstm.FIRST_TRAIN + 2 * every + 1)])
+    assert rounds == [lstm.FIRST_TRAIN, lstm.FIRST_TRAIN + every, lstm.FIRST_TRAIN + 2 * every]
+    n = lstm.RETRAIN_EVERY
+    spread = round_times([1.7e9 + lstm.ROUND_GAP_S * i for i in range(lstm.FIRST_TRAIN + 2 * n + 1)])
+    assert spread == [lstm.FIRST_TRAIN, lstm.FIRST_TRAIN + n, lstm.FIRST_TRAIN + 2 * n]
+    untimed = round_times([None] * (lstm.FIRST_TRAIN + 17))  # a trace without times: launches alone
+    assert untimed == spread
 
 
 def test_rounds_in_the_worker_process_learn_exactly_as_inline() -> None:
