@@ -20,7 +20,7 @@ from scratch.
 
 Serving needs no torch: the forward pass and the per-launch step are a few numpy products over the
 weights. Only the rounds use torch (lstm_train.py): in the service they run in a short-lived worker
-process (ProcessTrainer), so torch's 190-400 MB are resident only while the member learns.
+process (ProcessTrainer), so torch's 220-260 MB are resident only while the member learns.
 """
 
 from __future__ import annotations

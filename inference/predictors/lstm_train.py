@@ -2,7 +2,7 @@
 
 The service runs it in a short-lived worker process (``python -m inference.predictors.lstm_train``,
 started by lstm.ProcessTrainer, nice 19 and idle I/O, exiting once a pass over the users is done), so that
-torch's 190-400 MB are resident only while the member learns; ``memo eval`` and the tests call
+torch's 220-260 MB are resident only while the member learns; ``memo eval`` and the tests call
 ``train_round`` in their own process. Weights cross as numpy arrays keyed like torch's state_dict.
 
 Worker protocol on stdin/stdout: frames of a 4-byte little-endian length and a pickle (both ends are
