@@ -98,7 +98,7 @@ def test_a_burst_of_launches_pays_for_one_round() -> None:
     n = lstm.RETRAIN_EVERY
     spread = round_times([1.7e9 + lstm.ROUND_GAP_S * i for i in range(lstm.FIRST_TRAIN + 2 * n + 1)])
     assert spread == [lstm.FIRST_TRAIN, lstm.FIRST_TRAIN + n, lstm.FIRST_TRAIN + 2 * n]
-    untimed = round_times([None] * (lstm.FIRST_TRAIN + 17))  # a trace without times: launches alone
+    untimed = round_times([None] * (lstm.FIRST_TRAIN + 2 * n + 1))  # a trace without times: launches alone
     assert untimed == spread
 
 
