@@ -2,47 +2,51 @@
 
 A profile is the union of the pages of the app's most recent profiled launches (``RECENT``), so a file
 the app stopped reading drops out instead of being prefetched forever. Profiles are cached per app and
-dropped when a batch brings the app new pages.
+dropped when a batch brings the app new pages; each launch's merged pages are kept too, so that the
+rebuild reads only the launch still gaining them (the store's page rows of a program like chromium are
+tens of thousands per launch).
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
-from collections import defaultdict
+from collections import OrderedDict
+from collections.abc import Iterable
 
 from inference.store import PAGE_SIZE, Store
 from memo.contract import AppProfile, ProfileRange, is_file_path
 
 RECENT = 5
+LAUNCHES_KEPT = 64
+"""Launches whose merged pages are kept between builds (a handful of programs are ranked, RECENT launches
+each): a launch's pages stop changing once its window closes, so a rebuild reads only the newest."""
+
+
+def _merged(spans: Iterable[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    """(path, first page, end page) spans, sorted by path and page and merged where they touch."""
+    out: list[tuple[str, int, int]] = []
+    for path, s, e in sorted(spans):
+        if out and out[-1][0] == path and s <= out[-1][2]:
+            if e > out[-1][2]:
+                out[-1] = (path, out[-1][1], e)
+        else:
+            out.append((sys.intern(path), s, e))
+    return out
+
+
+def _ranges(spans: list[tuple[str, int, int]]) -> list[ProfileRange]:
+    """Merged page spans -> byte ranges. A file the collector could not name ("") cannot be prefetched;
+    a path the contract refuses (a row stored before it did) is never served. Constructed without
+    validation: the path was checked here, and a profile holds thousands of ranges."""
+    return [ProfileRange.model_construct(path=path, offset=s * PAGE_SIZE, length=(e - s) * PAGE_SIZE)
+            for path, s, e in spans if is_file_path(path)]
 
 
 def merge(pages: list[tuple[str, int, int, int, int]]) -> list[ProfileRange]:
     """(path, dev, ino, index, nr_pages) -> merged byte ranges per file, sorted by path and offset."""
-    per_file: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for path, _dev, _ino, idx, nr in pages:
-        per_file[path].append((idx, idx + nr))
-    out: list[ProfileRange] = []
-
-    def emit(path: str, start: int, end: int) -> None:
-        # Constructed without validation: the path was checked once per file below, and a profile
-        # holds thousands of ranges.
-        out.append(ProfileRange.model_construct(path=path, offset=start * PAGE_SIZE,
-                                                length=(end - start) * PAGE_SIZE))
-
-    # A file the collector could not name ("") cannot be prefetched; a path the contract refuses (a row
-    # stored before it did) is never served.
-    for path in sorted(p for p in per_file if is_file_path(p)):
-        spans = sorted(per_file[path])
-        start, end = spans[0]
-        for s, e in spans[1:]:
-            if s <= end:
-                end = max(end, e)
-            else:
-                emit(path, start, end)
-                start, end = s, e
-        emit(path, start, end)
-    return out
+    return _ranges(_merged((path, idx, idx + nr) for path, _dev, _ino, idx, nr in pages))
 
 
 class Profiles:
@@ -52,6 +56,7 @@ class Profiles:
         self._bytes: dict[str, int] = {}  # app -> bytes when last built, kept past invalidation
         self._first_version = self._next_version = int(time.time() * 1000)
         self._version: dict[str, int] = {}  # app -> version, for apps that gained pages since start
+        self._launches: OrderedDict[int, tuple[tuple[int, int], list[tuple[str, int, int]]]] = OrderedDict()
         self._lock = threading.Lock()
 
     def invalidate(self, apps: set[str]) -> None:
@@ -73,7 +78,8 @@ class Profiles:
         if cached is not None:
             return cached
         version = self.version_of(app)  # before the read: pages landing during it move the version on
-        ranges = merge(self.store.profile_pages(app, RECENT))
+        ranges = _ranges(_merged(span for launch in self.store.profiled_launches(app, RECENT)
+                                 for span in self._launch_spans(*launch)))
         profile = AppProfile(app=app, launches=self.store.app_launches(app),
                              bytes=sum(r.length for r in ranges),
                              ranges=ranges, version=version)
@@ -82,6 +88,21 @@ class Profiles:
                 self._cache[app] = profile
             self._bytes[app] = profile.bytes
         return profile
+
+    def _launch_spans(self, launch_id: int, rows: int, last_rowid: int) -> list[tuple[str, int, int]]:
+        """One launch's merged pages, read from the store only when it gained rows since last read."""
+        with self._lock:
+            hit = self._launches.get(launch_id)
+        if hit is not None and hit[0] == (rows, last_rowid):
+            with self._lock:
+                self._launches.move_to_end(launch_id)
+            return hit[1]
+        spans = _merged((path, idx, idx + nr) for path, idx, nr in self.store.launch_pages(launch_id))
+        with self._lock:
+            self._launches[launch_id] = ((rows, last_rowid), spans)
+            while len(self._launches) > LAUNCHES_KEPT:
+                self._launches.popitem(last=False)
+        return spans
 
     def bytes_of(self, app: str) -> int:
         """The profile's size for a ranking: the size it had when last built. A profile is built again

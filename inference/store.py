@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -83,7 +84,11 @@ class Store:
         self.path = path
         self.recovered: str | None = None  # why the previous database was moved aside at this start
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(path.parent, 0o700)  # every user's launch history, with argv: MEMO's alone
+        if path.parent.stat().st_mode & stat.S_ISVTX:  # a shared folder such as /tmp: never narrowed
+            log.warning("database %s is in a shared folder: the files are MEMO's alone (0600), the folder "
+                        "is left as it is", path)
+        else:
+            os.chmod(path.parent, 0o700)  # every user's launch history, with argv: MEMO's alone
         try:
             self._db = self._open(path)
         except sqlite3.DatabaseError as exc:
@@ -191,12 +196,18 @@ class Store:
     def app_launches(self, app: str) -> int:
         return int(self.query("SELECT count(*) FROM launches WHERE app=?", (app,))[0][0])
 
-    def profile_pages(self, app: str, recent: int) -> list[tuple[str, int, int, int, int]]:
-        """(path, dev, ino, idx, nr_pages) that the app's last ``recent`` profiled launches read."""
+    def profiled_launches(self, app: str, recent: int) -> list[tuple[int, int, int]]:
+        """(launch id, page rows, last page rowid) of the app's last ``recent`` launches that read pages:
+        a launch's rows only grow, so the pair says whether a copy of its pages read earlier is whole."""
         return self.query(
-            "SELECT path, dev, ino, idx, nr_pages FROM pages WHERE launch_id IN ("
-            " SELECT DISTINCT p.launch_id FROM pages p JOIN launches l ON l.id=p.launch_id"
-            " WHERE l.app=? ORDER BY p.launch_id DESC LIMIT ?)", (app, recent))
+            "SELECT launch_id, count(*), max(rowid) FROM pages WHERE launch_id IN ("
+            " SELECT l.id FROM launches l"
+            " WHERE l.app=? AND EXISTS (SELECT 1 FROM pages p WHERE p.launch_id=l.id)"
+            " ORDER BY l.id DESC LIMIT ?) GROUP BY launch_id", (app, recent))
+
+    def launch_pages(self, launch_id: int) -> list[tuple[str, int, int]]:
+        """(path, idx, nr_pages) that one launch read."""
+        return self.query("SELECT path, idx, nr_pages FROM pages WHERE launch_id=?", (launch_id,))
 
     # ---------------------------------------------------------------- feedback
 

@@ -7,6 +7,7 @@ API models are what the inference service serves and the prefetcher and the CLI 
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 from typing import Annotated, Literal
@@ -66,7 +67,18 @@ _CONTROL_OR_SURROGATE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 def is_file_path(text: str) -> bool:
     """A path root may open for the page cache: absolute and normalised (no `.`, `..`, `//`), without
-    control characters or lone surrogates, at most PATH_MAX, and not under /proc, /sys or /dev."""
+    control characters or lone surrogates, at most PATH_MAX, and not under /proc, /sys or /dev.
+    Paths of usual length are remembered: each of a profile's thousands of paths is checked by the
+    service that builds it, the prefetcher that parses it and again before it opens the file, at every
+    round (the cache holds at most PATHS_REMEMBERED x REMEMBERED_LEN characters)."""
+    return _remembered_file_path(text) if len(text) <= REMEMBERED_LEN else _is_file_path(text)
+
+
+PATHS_REMEMBERED = 16384  # more than the files of a plan: a cycle through them must not evict itself
+REMEMBERED_LEN = 256
+
+
+def _is_file_path(text: str) -> bool:
     if not text.startswith("/") or text.startswith("//") or len(text) > MAX_PATH:
         return False
     if _CONTROL_OR_SURROGATE.search(text):
@@ -74,6 +86,9 @@ def is_file_path(text: str) -> bool:
     if posixpath.normpath(text) != text:
         return False
     return not any(text == root or text.startswith(root + "/") for root in FORBIDDEN_ROOTS)
+
+
+_remembered_file_path = functools.lru_cache(maxsize=PATHS_REMEMBERED)(_is_file_path)
 
 
 def _file_path(text: str) -> str:

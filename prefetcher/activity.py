@@ -3,8 +3,10 @@
 - Disk reads by others: /proc/diskstats (sectors read by the physical disks) minus this process's own
   /proc/self/io read_bytes. While a program the user just started is reading, a prefetch would compete
   with the launch the user waits for; the prefetcher holds until these go quiet.
-- Evictions: /proc/vmstat's page-cache drops and reclaim steals. Only after one is it worth checking
-  whether what was prefetched is still resident; otherwise the prefetcher does not look again.
+- Evictions: /proc/vmstat's page-cache drops and file pages reclaimed (pgsteal_file counts every
+  reclaim, a memory cgroup's limit included; the per-reclaimer pgsteal_kswapd/direct leave cgroup
+  reclaim out and count anonymous pages too). Only after one is it worth checking whether what was
+  prefetched or found resident is still there; otherwise the prefetcher does not look again.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from pathlib import Path
 PROC = Path("/proc")
 SYS_BLOCK = Path("/sys/block")
 SECTOR = 512
-EVICTION_COUNTERS = ("drop_pagecache", "pgsteal_kswapd", "pgsteal_direct", "pgsteal_khugepaged")
+EVICTION_COUNTERS = ("drop_pagecache", "pgsteal_file")
+OLD_EVICTION_COUNTERS = ("drop_pagecache", "pgsteal_kswapd", "pgsteal_direct", "pgsteal_khugepaged")
+"""Before Linux 5.8 there is no pgsteal_file: every reclaim, anonymous or not, counts."""
 
 
 def physical_disks(sys_block: Path = SYS_BLOCK) -> set[str]:
@@ -92,16 +96,18 @@ class Evictions:
 
     def __init__(self, proc: Path = PROC) -> None:
         self.proc = proc
-        self._last = self._count()
+        self._last = self.count()
 
-    def _count(self) -> int:
+    def count(self) -> int:
+        """Pages dropped or reclaimed from the page cache since boot (a number that moves on each)."""
         try:
             vm = vmstat(self.proc)
         except OSError:
             return 0
-        return sum(vm.get(k, 0) for k in EVICTION_COUNTERS)
+        keys = EVICTION_COUNTERS if "pgsteal_file" in vm else OLD_EVICTION_COUNTERS
+        return sum(vm.get(k, 0) for k in keys)
 
     def happened(self) -> bool:
-        now = self._count()
+        now = self.count()
         moved, self._last = now != self._last, now
         return moved

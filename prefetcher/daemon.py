@@ -9,8 +9,10 @@ predict: the service's rankings (or a static list given on the command line).
 act: one plan per round — the profiles of the predictions weighed range by range (plan.py), read where
 the chance of use beats the cost; then swap-in and cgroup protection of running predicted programs.
 A plan is read once per launch, and again only after the kernel evicted some of it (at most
-READS_PER_ROUND times): an unused profile is never re-read every cycle. A new launch interrupts a plan
-in progress. Then feedback is resolved and sent, cgroups of programs no longer predicted are restored.
+READS_PER_ROUND times): an unused profile is never re-read every cycle. What a read found or left wholly
+resident is not looked at again until the kernel evicts page cache (or SETTLED_TTL_S passed). A new
+launch interrupts a plan in progress. Then feedback is resolved and sent, cgroups of programs no longer
+predicted are restored.
 SIGTERM/SIGINT end the loop and restore every cgroup value it changed.
 """
 
@@ -53,6 +55,10 @@ USEFUL_PRIOR_BYTES = 64 * 1024 * 1024
 """Usefulness of an app's prefetches = (used + prior) / (prefetched + prior): a few wasted reads do not
 condemn a program, a long record of them does."""
 UNCHANGED = "predictions unchanged"
+SETTLED_TTL_S = 30.0
+"""How long spans found wholly resident are trusted without an eviction counted: a few ways of dropping
+cache (fadvise, truncation by another program) move no counter."""
+SETTLED_MAX = 100_000
 FREE_RESERVE_SHARE = 0.02
 """Free memory kept out of a plan's "fits in free memory" (the kernel's own watermarks live there)."""
 
@@ -148,8 +154,9 @@ class ServiceSource(Source):
     def profile(self, app: str, expect_version: int | None = None) -> AppProfile | None:
         now = time.monotonic()
         cached = self._profiles.get(app)
-        if cached and now - cached[0] < PROFILE_TTL_S and (
-                expect_version is None or (cached[1].version if cached[1] else -1) == expect_version):
+        if cached and (cached[1].version if cached[1] else -1) == expect_version:
+            return cached[1]  # the service's version: it moves whenever the profile gains pages
+        if cached and expect_version is None and now - cached[0] < PROFILE_TTL_S:
             return cached[1]
         prof = self.client.profile(app)
         self._profiles[app] = (now, prof)
@@ -229,6 +236,8 @@ class Prefetcher:
         self.plan: list[Span] = []
         self.candidates: dict[str, Candidate] = {}  # of the current plan
         self.plan_reads = 0
+        self.settled: pagecache.Settled = {}  # spans wholly resident as of eviction count _settled_at
+        self._settled_at: tuple[int, float] = (-1, 0.0)  # (eviction count, monotonic time)
         self._last_check = 0.0
         self._stopped_for_launch = False
         self._launch_seen_at: float | None = None  # Unix time of the latest launch notice
@@ -301,13 +310,23 @@ class Prefetcher:
         self._read_plan(report, budget)
         return report  # holds that ran out are given back by step(), after every round or wait
 
+    def _settled_now(self) -> pagecache.Settled:
+        """The spans known wholly resident, forgotten once the kernel evicted any page cache (counted
+        before the read: an eviction during it is seen by the next)."""
+        count, now = self.evictions.count(), time.monotonic()
+        stale = count != self._settled_at[0] or now - self._settled_at[1] >= SETTLED_TTL_S
+        if stale or len(self.settled) > SETTLED_MAX:
+            self.settled = {}
+            self._settled_at = (count, now)
+        return self.settled
+
     def _read_plan(self, report: CycleReport, budget: Budget) -> None:
         self._stopped_for_launch = False
         report.budget = budget.total
         mem = meminfo()
         free = max(0, mem.get("MemFree", 0) - int(mem.get("MemTotal", 0) * FREE_RESERVE_SHARE))
         results = pagecache.prefetch_spans(self.plan, budget, self.pcfg.min_probability, self.pcfg.evict_cost,
-                                           free, self.dry_run, self._interrupted)
+                                           free, self.dry_run, self._interrupted, self._settled_now())
         self.plan_reads += 1
         for app, r in results.items():
             report.prefetched += r.prefetched

@@ -107,7 +107,8 @@ def test_pages_sent_after_a_helper_exited_belong_to_its_launch(tmp_path: Path) -
     page = page_ev(72, "/usr/lib/gcc/cc1", 0, 8)  # used while cc1 ran, sent after it exited
     ing.ingest(batch("s", 1, evs + [exit_ev(72), exit_ev(71)]))
     ing.ingest(batch("s", 2, [page]))
-    assert store.profile_pages("/usr/bin/gcc", 5) == [("/usr/lib/gcc/cc1", 8, 7, 0, 8)]
+    (launch, rows, _), = store.profiled_launches("/usr/bin/gcc", 5)
+    assert rows == 1 and store.launch_pages(launch) == [("/usr/lib/gcc/cc1", 0, 8)]
 
 
 def test_descendants_keeps_only_the_tree() -> None:

@@ -14,6 +14,7 @@ import pytest
 from memo.contract import AppProfile, ProfileRange
 from prefetcher import pagecache, syscalls
 from prefetcher.budget import Budget
+from prefetcher.plan import Span
 
 pytestmark = pytest.mark.root
 MB = 1 << 20
@@ -150,3 +151,32 @@ def test_files_only_for_a_user_who_may_read_them(tmp_path: Path) -> None:
         assert (got is not None) == ok, (path, uid)
         if got:
             os.close(got[0])
+
+
+def test_spans_known_resident_are_not_looked_at_again(tmp_path: Path) -> None:
+    """A span found or read wholly resident is remembered (``settled``): the next read of the plan counts
+    it without opening its file. A dry run remembers only what it found resident, never what it would
+    have read."""
+    held, cold = tmp_path / "held", tmp_path / "cold"
+    cold.write_bytes(os.urandom(MB))
+    os.sync()
+    assert make_cold([str(cold)]) == [str(cold)]
+    held.write_bytes(os.urandom(MB))  # its pages are in the cache as written
+    assert resident(str(held)) == MB
+    plan = [Span(0.9, str(p), 0, MB, owner="app") for p in (held, cold)]
+
+    dry: pagecache.Settled = {}
+    pagecache.prefetch_spans(plan, Budget(4 * MB), 0.1, 0.0, 4 * MB, dry_run=True, settled=dry)
+    assert dry == {(str(held), 0, MB): MB}
+
+    settled: pagecache.Settled = {}
+    first = pagecache.prefetch_spans(plan, Budget(4 * MB), 0.1, 0.0, 4 * MB, settled=settled)["app"]
+    assert first.prefetched == MB and first.resident_before == MB
+    assert set(settled) == {(str(held), 0, MB), (str(cold), 0, MB)}
+    held.unlink()
+    cold.unlink()  # not opened again: gone files would be refused
+    again = pagecache.prefetch_spans(plan, Budget(4 * MB), 0.1, 0.0, 4 * MB, settled=settled)["app"]
+    assert (again.prefetched, again.resident_before, again.profile_bytes) == (0, 2 * MB, 2 * MB)
+    assert again.skipped == {}
+    fresh = pagecache.prefetch_spans(plan, Budget(4 * MB), 0.1, 0.0, 4 * MB, settled={})["app"]
+    assert set(fresh.skipped) == {str(held), str(cold)}

@@ -1,0 +1,47 @@
+"""The prefetcher's evictions signal on the real kernel: page cache a memory cgroup's limit reclaims moves
+it (pgsteal_file counts cgroup reclaim; pgsteal_kswapd and pgsteal_direct do not), and drop_caches does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prefetcher import activity, syscalls
+from tests import lab
+
+pytestmark = pytest.mark.root
+MB = 1 << 20
+# Joins the cgroup given, then reads the file given through the page cache.
+READER = """
+import sys
+open(sys.argv[1] + "/cgroup.procs", "w").write("0")
+with open(sys.argv[2], "rb") as f:
+    while f.read(1 << 20):
+        pass
+"""
+
+
+def test_reclaim_under_a_memory_cgroup_limit_is_an_eviction(tmp_path: Path) -> None:
+    if not lab.V1_MEMORY.is_dir():
+        pytest.skip("no cgroup v1 memory controller on this kernel")
+    assert "pgsteal_file" in activity.vmstat(), "this kernel's /proc/vmstat has no pgsteal_file"
+    data = tmp_path / "data"
+    data.write_bytes(os.urandom(96 * MB))
+    fd = os.open(data, os.O_RDONLY)
+    os.fsync(fd)
+    syscalls.drop_file_cache(fd)
+    os.close(fd)
+    evictions = activity.Evictions()
+    before = activity.vmstat()["pgsteal_file"]
+    with lab.memory_cgroup("evictions") as cg:
+        (cg / "memory.limit_in_bytes").write_text(str(32 * MB))
+        subprocess.run([sys.executable, "-c", READER, str(cg), str(data)], check=True, timeout=60)
+    reclaimed = (activity.vmstat()["pgsteal_file"] - before) * syscalls.PAGE_SIZE
+    assert reclaimed >= 48 * MB, f"only {reclaimed >> 20} MB of file pages counted as reclaimed"
+    assert evictions.happened()
+    Path("/proc/sys/vm/drop_caches").write_text("1")
+    assert evictions.happened(), "drop_caches"
