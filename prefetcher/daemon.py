@@ -45,6 +45,8 @@ STATE_FILE = "prefetcher-state.json"
 HOLD_S = 60.0
 """How long a program's cgroup stays protected after its last prediction above the threshold."""
 PROFILE_TTL_S = 60.0
+USERS_TTL_S = 60.0
+"""How long the service's list of users is used before it is asked again (change notices name new ones)."""
 READS_PER_ROUND = 2
 """Reads of one plan per launch: the first, and one more after an eviction took some of it."""
 QUIET_READ_BPS = 2 * 1024 * 1024
@@ -109,12 +111,19 @@ class ServiceSource(Source):
         self._profiles: dict[str, tuple[float, AppProfile | None]] = {}
         self._useful: tuple[float, dict[str, float]] = (0.0, {})
         self._last_apps: dict[int, tuple[str, float]] = {}
+        self._users: tuple[float, set[int]] = (-USERS_TTL_S, set())  # (when asked, the service's users)
+        self._heard: set[int] = set()  # uids named by change notices (the watcher's thread adds them)
+        self._lock = threading.Lock()
 
     def last_apps(self) -> dict[int, tuple[str, float]]:
         return dict(self._last_apps)
 
     def changes(self, since: int, wait_s: float) -> PredictionChanges | None:
-        return self.client.changes(since, wait_s)
+        ch = self.client.changes(since, wait_s)
+        if ch is not None:
+            with self._lock:
+                self._heard.update(ch.uids)
+        return ch
 
     def usefulness(self) -> dict[str, float]:
         now = time.monotonic()
@@ -130,13 +139,18 @@ class ServiceSource(Source):
         return useful
 
     def _uids(self) -> list[int]:
+        """The users to ask for: the service's list (asked again every USERS_TTL_S) and every user a
+        change notice named since (a new user's first launch reaches the plan at once)."""
         if self.uids:
             return self.uids
-        try:
-            return [u.uid for u in self.client.users()]
-        except (httpx.HTTPError, ValueError):  # not answering: every user with a process now
-            pass
-        return sorted({uid for pid in procfs.pids() if (uid := procfs.owner(pid)) is not None})
+        now = time.monotonic()
+        if now - self._users[0] >= USERS_TTL_S:
+            try:
+                self._users = (now, {u.uid for u in self.client.users()})
+            except (httpx.HTTPError, ValueError):  # not answering: every user with a process now
+                return sorted({uid for pid in procfs.pids() if (uid := procfs.owner(pid)) is not None})
+        with self._lock:
+            return sorted(self._users[1] | self._heard)
 
     def predictions(self) -> list[Wanted]:
         out = []

@@ -16,8 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from memo.client import unix_http
+from memo.client import InferenceClient, unix_http
 from prefetcher import syscalls
+from prefetcher.daemon import ServiceSource
+from tests.inference.conftest import Service
+from tests.inference.events import batch, session
 from tests.prefetcher.conftest import PREFETCHER
 
 pytestmark = pytest.mark.root
@@ -118,3 +121,24 @@ def test_prefetcher_against_the_real_service(tmp_path: Path, memo_env: dict[str,
             service.wait(timeout=30)
         except subprocess.TimeoutExpired:
             service.kill()
+
+
+def test_users_come_from_the_service_and_its_change_notices(tmp_path: Path) -> None:
+    """Without --uid the prefetcher asks the service who its users are once a minute, not every round;
+    a user the service first names in a change notice is planned for at once."""
+    svc = Service(tmp_path)
+    svc.start()
+    try:
+        with InferenceClient.unix(svc.socket) as client:
+            source = ServiceSource(client, [], k=5)
+            assert source._uids() == []
+            svc.unix.post("/v1/events", content=batch("u", 1, session(["/usr/bin/vim", "/usr/bin/git"] * 4,
+                                                                      uid=UID))).raise_for_status()
+            svc.wait_launches(UID, 8)
+            assert source._uids() == [], "the list of users is a minute old at most, not asked every round"
+            ch = source.changes(0, 0.0)
+            assert ch is not None and UID in ch.uids
+            assert source._uids() == [UID]
+            assert {w.prediction.app for w in source.predictions()} >= {"/usr/bin/vim", "/usr/bin/git"}
+    finally:
+        svc.stop()
