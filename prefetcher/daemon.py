@@ -23,6 +23,7 @@ import os
 import signal
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ STATE_FILE = "prefetcher-state.json"
 HOLD_S = 60.0
 """How long a program's cgroup stays protected after its last prediction above the threshold."""
 PROFILE_TTL_S = 60.0
+PROFILES_KEPT = 32
 USERS_TTL_S = 60.0
 """How long the service's list of users is used before it is asked again (change notices name new ones)."""
 READS_PER_ROUND = 2
@@ -108,7 +110,7 @@ class ServiceSource(Source):
         self.client = client
         self.uids = uids
         self.k = k
-        self._profiles: dict[str, tuple[float, AppProfile | None]] = {}
+        self._profiles: OrderedDict[str, tuple[float, AppProfile | None]] = OrderedDict()
         self._useful: tuple[float, dict[str, float]] = (0.0, {})
         self._last_apps: dict[int, tuple[str, float]] = {}
         self._users: tuple[float, set[int]] = (-USERS_TTL_S, set())  # (when asked, the service's users)
@@ -168,12 +170,15 @@ class ServiceSource(Source):
     def profile(self, app: str, expect_version: int | None = None) -> AppProfile | None:
         now = time.monotonic()
         cached = self._profiles.get(app)
-        if cached and (cached[1].version if cached[1] else -1) == expect_version:
-            return cached[1]  # the service's version: it moves whenever the profile gains pages
-        if cached and expect_version is None and now - cached[0] < PROFILE_TTL_S:
+        if cached and ((cached[1].version if cached[1] else -1) == expect_version  # moves with new pages
+                       or expect_version is None and now - cached[0] < PROFILE_TTL_S):
+            self._profiles.move_to_end(app)
             return cached[1]
         prof = self.client.profile(app)
         self._profiles[app] = (now, prof)
+        self._profiles.move_to_end(app)
+        while len(self._profiles) > PROFILES_KEPT:  # each holds thousands of parsed ranges
+            self._profiles.popitem(last=False)
         return prof
 
     def send_feedback(self, tracker: FeedbackTracker) -> None:

@@ -125,7 +125,8 @@ def test_prefetcher_against_the_real_service(tmp_path: Path, memo_env: dict[str,
 
 def test_users_come_from_the_service_and_its_change_notices(tmp_path: Path) -> None:
     """Without --uid the prefetcher asks the service who its users are once a minute, not every round;
-    a user the service first names in a change notice is planned for at once."""
+    a user the service first names in a change notice is planned for at once. A profile is fetched
+    again only when the prediction names another version of it."""
     svc = Service(tmp_path)
     svc.start()
     try:
@@ -139,6 +140,12 @@ def test_users_come_from_the_service_and_its_change_notices(tmp_path: Path) -> N
             ch = source.changes(0, 0.0)
             assert ch is not None and UID in ch.uids
             assert source._uids() == [UID]
-            assert {w.prediction.app for w in source.predictions()} >= {"/usr/bin/vim", "/usr/bin/git"}
+            wanted = {w.prediction.app: w.prediction for w in source.predictions()}
+            assert set(wanted) >= {"/usr/bin/vim", "/usr/bin/git"}
+            vim = wanted["/usr/bin/vim"]
+            first = source.profile(vim.app, vim.profile_version)
+            assert first is not None and first.version == vim.profile_version
+            assert source.profile(vim.app, vim.profile_version) is first, "fetched again at the same version"
+            assert source.profile(vim.app, vim.profile_version + 1) is not first, "a new version is fetched"
     finally:
         svc.stop()
