@@ -20,7 +20,7 @@ SYS_BLOCK = Path("/sys/block")
 SECTOR = 512
 EVICTION_COUNTERS = ("drop_pagecache", "pgsteal_file")
 OLD_EVICTION_COUNTERS = ("drop_pagecache", "pgsteal_kswapd", "pgsteal_direct", "pgsteal_khugepaged")
-"""Before Linux 5.8 there is no pgsteal_file: every reclaim, anonymous or not, counts."""
+"""For a kernel whose /proc/vmstat has no pgsteal_file: every reclaim, anonymous or not, counts."""
 
 
 def physical_disks(sys_block: Path = SYS_BLOCK) -> set[str]:
@@ -99,7 +99,7 @@ class Evictions:
         self._last = self.count()
 
     def count(self) -> int:
-        """Pages dropped or reclaimed from the page cache since boot (a number that moves on each)."""
+        """A number that moves whenever page cache is dropped (drop_caches) or reclaimed."""
         try:
             vm = vmstat(self.proc)
         except OSError:
