@@ -93,10 +93,9 @@ class Profiles:
         """One launch's merged pages, read from the store only when it gained rows since last read."""
         with self._lock:
             hit = self._launches.get(launch_id)
-        if hit is not None and hit[0] == (rows, last_rowid):
-            with self._lock:
+            if hit is not None and hit[0] == (rows, last_rowid):
                 self._launches.move_to_end(launch_id)
-            return hit[1]
+                return hit[1]
         spans = _merged((path, idx, idx + nr) for path, idx, nr in self.store.launch_pages(launch_id))
         with self._lock:
             self._launches[launch_id] = ((rows, last_rowid), spans)
