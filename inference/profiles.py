@@ -12,11 +12,11 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable
 
 from inference.store import PAGE_SIZE, Store
 from memo.contract import AppProfile, ProfileRange, is_file_path
+from memo.helpers import Recent
 
 RECENT = 5
 LAUNCHES_KEPT = 64
@@ -56,7 +56,9 @@ class Profiles:
         self._bytes: dict[str, int] = {}  # app -> bytes when last built, kept past invalidation
         self._first_version = self._next_version = int(time.time() * 1000)
         self._version: dict[str, int] = {}  # app -> version, for apps that gained pages since start
-        self._launches: OrderedDict[int, tuple[tuple[int, int], list[tuple[str, int, int]]]] = OrderedDict()
+        # launch id -> ((rows, last rowid) when read, its merged spans)
+        self._launches: Recent[int, tuple[tuple[int, int], list[tuple[str, int, int]]]] = \
+            Recent(LAUNCHES_KEPT)
         self._lock = threading.Lock()
 
     def invalidate(self, apps: set[str]) -> None:
@@ -93,14 +95,11 @@ class Profiles:
         """One launch's merged pages, read from the store only when it gained rows since last read."""
         with self._lock:
             hit = self._launches.get(launch_id)
-            if hit is not None and hit[0] == (rows, last_rowid):
-                self._launches.move_to_end(launch_id)
-                return hit[1]
+        if hit is not None and hit[0] == (rows, last_rowid):
+            return hit[1]
         spans = _merged((path, idx, idx + nr) for path, idx, nr in self.store.launch_pages(launch_id))
         with self._lock:
             self._launches[launch_id] = ((rows, last_rowid), spans)
-            while len(self._launches) > LAUNCHES_KEPT:
-                self._launches.popitem(last=False)
         return spans
 
     def bytes_of(self, app: str) -> int:

@@ -1,6 +1,6 @@
 """Small things every service needs: how MEMO's helper processes (the LLM engine, the LSTM trainer) run
-(below the user's programs, never past the service that started them), what a process holds, and the
-one atomic file write.
+(below the user's programs, never past the service that started them), what a process holds, the one
+atomic file write, merged intervals, and a bounded map of the most recently used entries.
 
 PR_SET_PDEATHSIG fires when the *thread* that started the child ends, not only the process: a parent
 must start such a child from a thread that lives as long as the child should.
@@ -15,10 +15,15 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TypeVar
 
 from memo import procfs
 
+K = TypeVar("K")
+V = TypeVar("V")
 NICE = 19
 _PR_SET_PDEATHSIG, _PR_GET_PDEATHSIG = 1, 2
 _IOPRIO_SET, _IOPRIO_WHO_PROCESS = 251, 1  # x86_64 syscall number
@@ -110,3 +115,37 @@ def end_child(proc: subprocess.Popen[bytes], grace_s: float = 0.0) -> None:
     for f in (proc.stdin, proc.stdout):
         if f is not None:
             f.close()
+
+
+def merge_spans(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(start, end) intervals, sorted and merged where they overlap or touch."""
+    out: list[tuple[int, int]] = []
+    for s, e in sorted(spans):
+        if out and s <= out[-1][1]:
+            if e > out[-1][1]:
+                out[-1] = (out[-1][0], e)
+        else:
+            out.append((s, e))
+    return out
+
+
+class Recent(OrderedDict[K, V]):
+    """A dict that keeps its ``size`` most recently used entries: reading (get) or writing an entry marks
+    it used, and a write past ``size`` drops the least recently used. For caches of parsed or merged
+    profiles, where a few programs are in use at a time and each entry holds thousands of ranges."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def get(self, key: K, default: V | None = None) -> V | None:  # type: ignore[override]
+        if key not in self:
+            return default
+        self.move_to_end(key)
+        return self[key]
+
+    def __setitem__(self, key: K, value: V) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)

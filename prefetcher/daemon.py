@@ -23,7 +23,6 @@ import os
 import signal
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from memo import notify, procfs
 from memo.client import InferenceClient
 from memo.config import Config
 from memo.contract import AppProfile, Prediction, PredictionChanges
+from memo.helpers import Recent
 from prefetcher import activity, cgroups, pagecache, swapin, syscalls
 from prefetcher.budget import Budget, PressureGauge, meminfo
 from prefetcher.feedback import FeedbackTracker
@@ -110,7 +110,7 @@ class ServiceSource(Source):
         self.client = client
         self.uids = uids
         self.k = k
-        self._profiles: OrderedDict[str, tuple[float, AppProfile | None]] = OrderedDict()
+        self._profiles: Recent[str, tuple[float, AppProfile | None]] = Recent(PROFILES_KEPT)  # parsed: large
         self._useful: tuple[float, dict[str, float]] = (0.0, {})
         self._last_apps: dict[int, tuple[str, float]] = {}
         self._users: tuple[float, set[int]] = (-USERS_TTL_S, set())  # (when asked, the service's users)
@@ -172,13 +172,9 @@ class ServiceSource(Source):
         cached = self._profiles.get(app)
         if cached and ((cached[1].version if cached[1] else -1) == expect_version  # moves with new pages
                        or expect_version is None and now - cached[0] < PROFILE_TTL_S):
-            self._profiles.move_to_end(app)
             return cached[1]
         prof = self.client.profile(app)
         self._profiles[app] = (now, prof)
-        self._profiles.move_to_end(app)
-        while len(self._profiles) > PROFILES_KEPT:  # each holds thousands of parsed ranges
-            self._profiles.popitem(last=False)
         return prof
 
     def send_feedback(self, tracker: FeedbackTracker) -> None:

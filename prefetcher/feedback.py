@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 MIN_HORIZON_S = 30.0
 MAX_PENDING_ITEMS = 5000
+SCAN_EVERY_S = 5.0
+"""How often /proc is scanned for a started process of a pending program: the fallback for launches the
+service's notices do not name (every process's exe, resolved: a few ms a scan, and the loop polls every
+second while actions are pending)."""
 
 
 def _boot_time() -> float:
@@ -67,6 +71,7 @@ class FeedbackTracker:
         self.settle_s = settle_s
         self.pending: list[Pending] = []
         self.ready: list[FeedbackItem] = []
+        self._scanned_at = -SCAN_EVERY_S  # monotonic time of the last /proc scan
 
     def pagecache_done(self, uid: int, result: pagecache.PrefetchResult, horizon_s: float) -> None:
         if result.prefetched:
@@ -96,10 +101,13 @@ class FeedbackTracker:
     def poll(self, now: float | None = None) -> None:
         """Resolve the actions whose outcome is known by now."""
         now = time.time() if now is None else now
+        scan = time.monotonic() - self._scanned_at >= SCAN_EVERY_S
+        if scan:
+            self._scanned_at = time.monotonic()
         still: list[Pending] = []
         for p in self.pending:
             try:
-                item = self._resolve(p, now)
+                item = self._resolve(p, now, scan)
             except ValidationError as exc:  # an app name or figure the contract refuses: that item only
                 log.warning("feedback on %r dropped: %s", p.app, exc.errors()[0].get("msg", exc))
                 continue
@@ -110,9 +118,9 @@ class FeedbackTracker:
         self.pending = still
         del self.ready[:-MAX_PENDING_ITEMS]
 
-    def _resolve(self, p: Pending, now: float) -> FeedbackItem | None:
+    def _resolve(self, p: Pending, now: float, scan: bool = True) -> FeedbackItem | None:
         if p.action == "pagecache":
-            if p.launched_at is None:
+            if p.launched_at is None and scan:
                 p.launched_at = self._launched(p)
                 if p.launched_at is not None:
                     p.resolve_at = p.launched_at + self.settle_s

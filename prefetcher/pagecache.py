@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from memo.contract import AppProfile, ProfileRange, is_file_path
+from memo.helpers import merge_spans
 from prefetcher import syscalls
 from prefetcher.budget import Budget
 from prefetcher.plan import Span, worth_reading
@@ -121,17 +122,7 @@ def merge_ranges(ranges: Iterable[ProfileRange]) -> dict[str, list[tuple[int, in
     spans: dict[str, list[tuple[int, int]]] = {}
     for r in ranges:
         spans.setdefault(r.path, []).append((_page_floor(r.offset), _page_ceil(r.offset + r.length)))
-    out: dict[str, list[tuple[int, int]]] = {}
-    for path, items in spans.items():
-        items.sort()
-        merged: list[tuple[int, int]] = []
-        for s, e in items:
-            if merged and s <= merged[-1][1]:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], e))
-            else:
-                merged.append((s, e))
-        out[path] = merged
-    return out
+    return {path: merge_spans(items) for path, items in spans.items()}
 
 
 def missing_runs(fd: int, start: int, end: int) -> tuple[int, list[tuple[int, int]]]:

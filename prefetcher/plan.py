@@ -10,11 +10,12 @@ cost once the plan no longer fits in free memory (it would evict cache that may 
 
 from __future__ import annotations
 
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from memo.contract import AppProfile
+from memo.helpers import Recent, merge_spans
 from prefetcher import syscalls
 
 PAGE = syscalls.PAGE_SIZE
@@ -68,65 +69,63 @@ def _page_spans(profile: AppProfile, cap: int) -> dict[str, list[tuple[int, int]
     return out
 
 
-_SPANS_KEPT = 16  # a round weighs a handful of programs; each entry holds one profile's spans
-_spans_of: OrderedDict[tuple[str, int, int, int], dict[str, list[tuple[int, int]]]] = OrderedDict()
+Spans = dict[str, list[tuple[int, int]]]
+_spans_of: Recent[tuple[str, int | None, int, int, int], Spans] = Recent(16)  # a round weighs a few programs
 
 
 def _profile_spans(profile: AppProfile, cap: int) -> dict[str, list[tuple[int, int]]]:
-    """_page_spans, merged per path, remembered per profile (app, size, ranges, cap): the same profiles
-    are weighed again at every round while their programs stay predicted."""
-    key = (profile.app, profile.bytes, len(profile.ranges), cap)
+    """_page_spans, merged per path, remembered per profile (app, version, size, ranges, cap): the same
+    profiles are weighed again at every round while their programs stay predicted."""
+    key = (profile.app, profile.version, profile.bytes, len(profile.ranges), cap)
     hit = _spans_of.get(key)
     if hit is None:
-        hit = _spans_of[key] = {path: _merged(spans) for path, spans in _page_spans(profile, cap).items()}
-        while len(_spans_of) > _SPANS_KEPT:
-            _spans_of.popitem(last=False)
-    _spans_of.move_to_end(key)
+        hit = _spans_of[key] = {path: merge_spans(spans) for path, spans in _page_spans(profile, cap).items()}
     return hit
 
 
 def weigh(candidates: Iterable[Candidate], per_app_cap: int) -> list[Span]:
     """Every page range of the candidates' profiles with its summed weight, heaviest first."""
-    bounds: dict[str, list[tuple[int, float, str]]] = defaultdict(list)  # path -> (offset, +-weight, app)
-    uid_of: dict[str, int] = {}
+    holders: dict[str, list[tuple[Candidate, list[tuple[int, int]]]]] = defaultdict(list)
     for c in candidates:
-        if c.weight <= 0:
-            continue
-        uid_of.setdefault(c.app, c.uid)
-        for path, spans in _profile_spans(c.profile, per_app_cap).items():
-            for s, e in spans:
-                bounds[path] += [(s, c.weight, c.app), (e, -c.weight, c.app)]
+        if c.weight > 0:
+            for path, spans in _profile_spans(c.profile, per_app_cap).items():
+                holders[path].append((c, spans))
     out: list[Span] = []
-    for path, marks in bounds.items():
-        marks.sort(key=lambda m: m[0])
-        active: dict[str, float] = {}  # app -> its weight, while inside one of its spans
-        prev = 0
-        for off, w, app in marks:
-            if active and off > prev:
-                weight = sum(active.values())
-                owner = max(active, key=active.__getitem__)
-                if out and out[-1].path == path and out[-1].end == prev and out[-1].owner == owner \
-                        and abs(out[-1].weight - min(weight, 1.0)) < 1e-9:
-                    out[-1].end = off
-                else:
-                    out.append(Span(min(weight, 1.0), path, prev, off, owner, uid_of.get(owner)))
-            if w > 0:
-                active[app] = w
-            else:
-                active.pop(app, None)
-            prev = off
+    for path, held in holders.items():
+        if len(held) == 1:  # most files are one program's: its merged spans as they are, no sweep
+            c, spans = held[0]
+            w = min(c.weight, 1.0)
+            out.extend(Span(w, path, s, e, c.app, c.uid) for s, e in spans)
+        else:
+            _sweep(path, held, out)
     out.sort(key=lambda s: (-s.weight, s.path, s.start))
     return out
 
 
-def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for s, e in sorted(spans):
-        if out and s <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], e))
+def _sweep(path: str, held: list[tuple[Candidate, list[tuple[int, int]]]], out: list[Span]) -> None:
+    """The spans of a file several candidates hold, split where the set of holders changes, each
+    weighing the sum of its holders' weights and owned by the heaviest of them."""
+    uid_of = {c.app: c.uid for c, _ in held}
+    marks = sorted(((m, c.weight if m == s else -c.weight, c.app) for c, spans in held for s, e in spans
+                    for m in (s, e)), key=lambda m: m[0])
+    active: dict[str, float] = {}  # app -> its weight, while inside one of its spans
+    prev = 0
+    first = len(out)
+    for off, w, app in marks:
+        if active and off > prev:
+            weight = min(sum(active.values()), 1.0)
+            owner = max(active, key=active.__getitem__)
+            last = out[-1] if len(out) > first else None
+            if last is not None and last.end == prev and last.owner == owner \
+                    and abs(last.weight - weight) < 1e-9:
+                last.end = off
+            else:
+                out.append(Span(weight, path, prev, off, owner, uid_of.get(owner)))
+        if w > 0:
+            active[app] = w
         else:
-            out.append((s, e))
-    return out
+            active.pop(app, None)
+        prev = off
 
 
 def worth_reading(span: Span, min_weight: float, evict_cost: float, fits_in_free: bool) -> bool:

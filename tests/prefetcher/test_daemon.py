@@ -95,8 +95,9 @@ def test_prefetcher_against_the_real_service(tmp_path: Path, memo_env: dict[str,
         assert syscalls.cachestat(fd).nr_cache * syscalls.PAGE_SIZE == 8 * MB, "profile not made resident"
         os.close(fd)
 
-        launch = subprocess.Popen([str(app_b), "1"])  # the user starts the predicted program
-        launch.wait()
+        # The user starts the predicted program; no collector runs here, so the prefetcher sees the
+        # launch by its /proc scan (every feedback.SCAN_EVERY_S): the program stays up a while.
+        launch = subprocess.Popen([str(app_b), "30"])
         deadline = time.monotonic() + 30
         summary: list[dict] = []
         while time.monotonic() < deadline:
@@ -107,6 +108,8 @@ def test_prefetcher_against_the_real_service(tmp_path: Path, memo_env: dict[str,
         assert summary, "no feedback reached the service"
         assert summary[0]["bytes_prefetched"] == 8 * MB and summary[0]["bytes_used"] == 8 * MB, summary
         assert summary[0]["launched"] == 1
+        launch.kill()
+        launch.wait()
 
         prefetcher.send_signal(signal.SIGTERM)
         out, _ = prefetcher.communicate(timeout=30)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from memo.contract import AppProfile, ProfileRange
 from prefetcher.plan import Candidate, Span, weigh, worth_reading
 
@@ -31,6 +33,33 @@ def test_feedback_lowers_a_wasteful_program_and_the_cap_bounds_a_profile() -> No
 def test_overlapping_ranges_of_one_profile_count_once() -> None:
     c = Candidate("a", 1, 0.4, 1.0, profile("a", ("/f", 0, 4), ("/f", 2, 4)))
     assert [(s.weight, s.start // P, s.end // P) for s in weigh([c], 1 << 40)] == [(0.4, 0, 6)]
+
+
+def test_every_page_weighs_what_its_holders_weigh_together() -> None:
+    """Against a page-by-page count, on random profiles: a file one program holds keeps its spans as
+    they are, a shared one is split where its holders change; each page's weight is the sum of its
+    holders' (at most 1), its owner the heaviest, and it appears once."""
+    rng = random.Random(7)
+    for n in range(50):
+        cands = [Candidate(f"app{i}", 1000 + i, rng.uniform(0.05, 0.7), 1.0, profile(f"app{i}-{n}", *[
+                     (f"/f{rng.randrange(4)}", rng.randrange(40), rng.randrange(1, 9))
+                     for _ in range(rng.randrange(1, 8))]))
+                 for i in range(rng.randrange(1, 4))]
+        want: dict[tuple[str, int], tuple[float, str]] = {}
+        for path in {r.path for c in cands for r in c.profile.ranges}:
+            for page in range(60):
+                held = [c for c in cands if any(r.path == path and r.offset // P <= page
+                                                < (r.offset + r.length) // P for r in c.profile.ranges)]
+                if held:
+                    heaviest = max(held, key=lambda c: c.weight)
+                    want[(path, page)] = (min(sum(c.weight for c in held), 1.0), heaviest.app)
+        got: dict[tuple[str, int], tuple[float, str]] = {}
+        for s in weigh(cands, 1 << 40):
+            assert s.uid == next(c.uid for c in cands if c.app == s.owner)
+            for page in range(s.start // P, s.end // P):
+                assert (s.path, page) not in got
+                got[(s.path, page)] = (round(s.weight, 9), s.owner)
+        assert got == {k: (round(w, 9), o) for k, (w, o) in want.items()}
 
 
 def test_worth_reading_charges_eviction_once_free_memory_is_used() -> None:
