@@ -7,7 +7,7 @@ by tests/collector/test_contract.py.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from memo.contract import MAX_RANGE_PAGES, ExecEvent, ExitEvent, ForkEvent, PageCacheEvent, SwapinEvent
@@ -41,22 +41,33 @@ USAGE_VALUE = struct.Struct("=QQ")  # struct memo_usage: first_ns, bits
 """The `usage` map's C structs as the sweep reads them in bulk (checked against bcc's view at load)."""
 
 
-def usage_events(pid: int, dev: int, ino: int, chunk: int, first_ns: int, bits: int, chunk_shift: int = 6
+def usage_events(entries: Iterable[tuple[int, int, int, int, int, int]], chunk_shift: int = 6
                  ) -> list[PageCacheEvent]:
-    """One `usage` map entry (a chunk's bitmap of used pages) -> a pagecache record per run of pages."""
-    out: list[PageCacheEvent] = []
-    base, i = chunk << chunk_shift, 0
-    while bits:
-        if not bits & 1:
-            skip = (bits & -bits).bit_length() - 1  # zeros up to the next used page
-            bits >>= skip
-            i += skip
-            continue
-        run = (~bits & (bits + 1)).bit_length() - 1  # ones in a row from here
-        out.append(PageCacheEvent(ts_ns=first_ns, pid=pid, dev=dev, ino=ino, index=base + i, nr_pages=run))
-        bits >>= run
-        i += run
-    return out
+    """`usage` map entries (pid, dev, ino, chunk, first_ns, bits: a chunk's bitmap of used pages) -> a
+    pagecache record per run of used pages, a run that goes on into the next chunk of the same file and
+    process joined to it (up to MAX_RANGE_PAGES): a file used whole is one record, not one per chunk
+    (each record is built, sent, parsed and stored once more)."""
+    runs: list[list[int]] = []  # [pid, dev, ino, index, nr_pages, first_ns]
+    for pid, dev, ino, chunk, first_ns, bits in sorted(entries, key=lambda e: e[:4]):
+        base, i = chunk << chunk_shift, 0
+        while bits:
+            if not bits & 1:
+                skip = (bits & -bits).bit_length() - 1  # zeros up to the next used page
+                bits >>= skip
+                i += skip
+                continue
+            run = (~bits & (bits + 1)).bit_length() - 1  # ones in a row from here
+            last = runs[-1] if runs else None
+            if last is not None and last[:3] == [pid, dev, ino] and last[3] + last[4] == base + i \
+                    and last[4] + run <= MAX_RANGE_PAGES:
+                last[4] += run
+                last[5] = min(last[5], first_ns)
+            else:
+                runs.append([pid, dev, ino, base + i, run, first_ns])
+            bits >>= run
+            i += run
+    return [PageCacheEvent(ts_ns=ts, pid=pid, dev=dev, ino=ino, index=index, nr_pages=nr)
+            for pid, dev, ino, index, nr, ts in runs]
 
 
 def swapin_event(r: Any) -> SwapinEvent:

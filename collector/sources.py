@@ -122,7 +122,7 @@ class BPFSource:
         now = time.monotonic_ns()
         due = now - self._window_ns
         exited, self._exited = self._exited, set()
-        out: list[Event] = []
+        used: list[tuple[int, int, int, int, int, int]] = []
         taken: list[bytes] = []
         oldest_left = now
         keys, values, _ = maps.read(table)
@@ -132,13 +132,13 @@ class BPFSource:
         for i, ((ino, chunk, pid, dev), (first_ns, bits)) in enumerate(entries):
             if final or first_ns <= due or pid in exited:
                 taken.append(keys[i * ksize:(i + 1) * ksize])
-                out.extend(records.usage_events(pid, dev, ino, chunk, first_ns, bits))
+                used.append((pid, dev, ino, chunk, first_ns, bits))
             else:
                 oldest_left = min(oldest_left, first_ns)
         maps.delete(table, b"".join(taken))
         # A chunk left now is due a window after its first use; one made after this sweep, later still.
         self._usage_due_ns = oldest_left + self._window_ns
-        return out
+        return records.usage_events(used)
 
     def _usage_sweep_due(self, now_ns: int) -> bool:
         """Whether to read `usage` now: only launches fill it, so only while one happened lately; then

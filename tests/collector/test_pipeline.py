@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from collector import records
 from collector.batch import Batcher, coalesce
 from collector.spool import Spool
-from memo.contract import EventBatch, ExecEvent, LostEvent, PageCacheEvent
+from memo.contract import MAX_RANGE_PAGES, EventBatch, ExecEvent, LostEvent, PageCacheEvent
 
 
 def _page(pid: int, ino: int, index: int, nr: int = 1) -> PageCacheEvent:
@@ -23,6 +24,20 @@ def test_coalesce_merges_contiguous_pages_per_file_and_pid() -> None:
     out = coalesce(events)
     ranges = [(e.pid, e.ino, e.index, e.nr_pages) for e in out]
     assert ranges == [(1, 10, 0, 6), (1, 11, 0, 1), (2, 10, 5, 1), (1, 10, 9, 1)]
+
+
+def test_usage_chunks_become_one_record_per_run_of_used_pages() -> None:
+    """A `usage` entry is a 64-page chunk's bitmap; a run that goes on into the next chunk of the same
+    file and process is one record (with the earlier first use), up to MAX_RANGE_PAGES."""
+    full = (1 << 64) - 1
+    entries = [(7, 8, 10, 1, 500, full), (7, 8, 10, 0, 900, 0b1111 << 60 | 0b101),  # chunks 0 and 1
+               (7, 8, 11, 1, 300, 1),  # another file: its own record
+               (9, 8, 10, 2, 100, 1)]  # another process, next to pid 7's run: its own record
+    got = [(e.pid, e.ino, e.index, e.nr_pages, e.ts_ns) for e in records.usage_events(entries)]
+    assert got == [(7, 10, 0, 1, 900), (7, 10, 2, 1, 900), (7, 10, 60, 68, 500), (7, 11, 64, 1, 300),
+                   (9, 10, 128, 1, 100)]
+    many = [(1, 8, 10, c, c, full) for c in range(MAX_RANGE_PAGES // 64 + 1)]
+    assert [e.nr_pages for e in records.usage_events(many)] == [MAX_RANGE_PAGES, 64]
 
 
 def test_batcher_seals_by_size() -> None:
