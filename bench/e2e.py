@@ -66,9 +66,10 @@ def run_config(flush_s: float, launches: int, models: list[str] | None) -> dict[
         up = subprocess.run([MEMO, "up", "--timeout", "240"], env=env, capture_output=True, text=True)
         if up.returncode != 0:
             raise SystemExit(f"memo up failed:\n{up.stdout}{up.stderr}")
-        port = int((root / "run" / "inference.port").read_text())
-        models_used = httpx.get(f"http://127.0.0.1:{port}/healthz").json()["detail"].get("models", "")
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+        # The Unix socket, as the prefetcher asks: TCP serves no user's launches (inference.tcp_user_data).
+        sock = httpx.HTTPTransport(uds=str(root / "run" / "inference.sock"))
+        with httpx.Client(transport=sock, base_url="http://memo", timeout=5) as http:
+            models_used = http.get("/healthz").json()["detail"].get("models", "")
             for i in range(launches + 4):  # the first 4 warm up the user's model
                 app = apps[i % 2]
                 t0 = time.perf_counter()

@@ -25,11 +25,6 @@ POLL_MS = 100
 POLL_IDLE_MS = 250
 """Poll timeout while nothing is in flight: a record wakes the poll at once anyway, so a quiet machine
 costs four wake-ups a second instead of one per flush interval."""
-MIN_ROUND_S = 0.02
-"""Shortest time between two poll rounds. A record wakes the poll only when the ring was empty, so
-while a launch trickles records (every openat is one) nearly each one woke the loop: about 500 rounds,
-each with its sweeps, drain and batching, for one launch of a Python program. Records wait in the ring
-for at most this long instead (a launch fills a few kB of it in that time)."""
 NAME_WAIT_NS = 500_000_000
 """How long a page-cache record without a file name waits for the open or exec record that names it
 (they travel in other ring buffers and can land in a later poll round)."""
@@ -62,7 +57,6 @@ class BPFSource:
         self._exited: set[int] = set()  # of those, pids whose exit record came since the last sweep
         self._usage_due_ns = 0  # when the oldest chunk in `usage` is due (0: unknown, sweep)
         self._last_emit = 0.0  # monotonic time of the last events handed on
-        self._received = 0  # records taken from the rings (a poll that took none waits no longer)
         b = self.loaded.bpf
         for ring, convert in records.CONVERTERS.items():
             b[ring].open_ring_buffer(self._callback(ring, convert))
@@ -76,7 +70,6 @@ class BPFSource:
 
         def cb(_ctx: Any, data: Any, _size: int) -> int:
             self._pending.append(convert(table.event(data)))
-            self._received += 1
             return 0
 
         return cb
@@ -84,7 +77,6 @@ class BPFSource:
     def _on_open(self, _ctx: Any, data: Any, _size: int) -> int:
         pid, fd, name = records.open_record(self.loaded.bpf["open_events"].event(data))
         self.enricher.files.learn_open(pid, fd, name)
-        self._received += 1
         return 0
 
     def _sweep_faults(self) -> list[Event]:
@@ -195,21 +187,21 @@ class BPFSource:
     def run(self, emit: Emit, stop: threading.Event, tick: Callable[[], None] = lambda: None) -> None:
         b = self.loaded.bpf
         # While events are in flight, wake at least once per flush interval, so that a lone exec is not
-        # held back by the poll; otherwise a record wakes the poll anyway.
+        # held back by the poll; otherwise a record wakes the poll. Open records wake no one
+        # (bpf/files.c): while a launch window is open they are taken every POLL_MS, soon enough to
+        # name most files from /proc/PID/fd (the name they were opened by serves for the rest).
         busy_ms = max(1, min(POLL_MS, int(self.cfg.flush_interval_s * 1000)))
         next_faults = time.monotonic() + self.cfg.faults_interval_s
         next_usage = time.monotonic() + USAGE_SWEEP_S
         next_lost = 0.0
-        next_round = 0.0
         while not stop.is_set():
-            if (rest := next_round - time.monotonic()) > 0 and stop.wait(rest):
-                break
             busy = self._pending or self._held or \
                 time.monotonic() - self._last_emit < 2 * self.cfg.flush_interval_s
-            received = self._received
-            b.ring_buffer_poll(busy_ms if busy else POLL_IDLE_MS)
+            in_window = time.monotonic_ns() - self._last_exec_ns < self._window_ns
+            b.ring_buffer_poll(busy_ms if busy else POLL_MS if in_window else POLL_IDLE_MS)
+            if busy or in_window:  # the poll takes only rings that woke it: open records wait in theirs
+                b.ring_buffer_consume()
             now = time.monotonic()
-            next_round = now + MIN_ROUND_S if self._received != received else 0.0
             extra: list[Event] = []
             if now >= next_lost:  # a per-CPU map read: once a second, not every poll round
                 next_lost = now + LOST_SWEEP_S
