@@ -33,8 +33,8 @@ int memo_openat_exit(struct tracepoint__syscalls__sys_exit_openat *args)
     o.fd = args->ret;
     bpf_probe_read_user_str(&o.filename, sizeof(o.filename), (void *)ptr);
     /* No wake-up: a launch opens hundreds of files, and each record woke the collector's loop (the
-     * ring wakes its reader when it was empty). They are read on its next round, at most a flush
-     * interval away while a launch window is open. */
+     * ring wakes its reader when it was empty). They are taken on its next round: every POLL_MS
+     * (collector/sources.py) while a launch window is open. */
     if (open_events.ringbuf_output(&o, sizeof(o), BPF_RB_NO_WAKEUP))
         memo_count_lost();
     return 0;
