@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+from memo.client import unix_http
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "e2e.json"
@@ -67,8 +67,7 @@ def run_config(flush_s: float, launches: int, models: list[str] | None) -> dict[
         if up.returncode != 0:
             raise SystemExit(f"memo up failed:\n{up.stdout}{up.stderr}")
         # The Unix socket, as the prefetcher asks: TCP serves no user's launches (inference.tcp_user_data).
-        sock = httpx.HTTPTransport(uds=str(root / "run" / "inference.sock"))
-        with httpx.Client(transport=sock, base_url="http://memo", timeout=5) as http:
+        with unix_http(root / "run" / "inference.sock", 5) as http:
             models_used = http.get("/healthz").json()["detail"].get("models", "")
             for i in range(launches + 4):  # the first 4 warm up the user's model
                 app = apps[i % 2]
