@@ -118,7 +118,7 @@ class FeedbackTracker:
         self.pending = still
         del self.ready[:-MAX_PENDING_ITEMS]
 
-    def _resolve(self, p: Pending, now: float, scan: bool = True) -> FeedbackItem | None:
+    def _resolve(self, p: Pending, now: float, scan: bool) -> FeedbackItem | None:
         if p.action == "pagecache":
             if p.launched_at is None and scan:
                 p.launched_at = self._launched(p)
