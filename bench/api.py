@@ -39,6 +39,8 @@ APPS = [f"/usr/bin/app{i}" for i in range(40)]
 def start_service(tmp: Path) -> tuple[subprocess.Popen[bytes], Path, int]:
     env = {**os.environ, "MEMO_PATHS__RUN_DIR": str(tmp / "run"), "MEMO_PATHS__DATA_DIR": str(tmp / "data"),
            "MEMO_INFERENCE__PORT": "0", "MEMO_LOG_LEVEL": "WARNING",
+           # this private instance serves predictions on TCP too, for the load generator's plain HTTP
+           "MEMO_INFERENCE__TCP_USER_DATA": "1",
            # the service alone; bench/llm.py measures it with the LLM on
            "MEMO_LLM__BACKEND": os.environ.get("MEMO_LLM__BACKEND", "off")}
     exe = Path(sys.executable).parent / "memo-inference"

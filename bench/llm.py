@@ -110,6 +110,7 @@ def bench_service(llm: bool, rate: float, duration: float, launches: int, settle
         env = {**os.environ, "MEMO_PATHS__RUN_DIR": str(tmp / "run"),
                "MEMO_PATHS__DATA_DIR": str(tmp / "data"),
                "MEMO_INFERENCE__PORT": "0", "MEMO_LOG_LEVEL": "INFO",
+               "MEMO_INFERENCE__TCP_USER_DATA": "1",  # this private instance: bench/api.py's TCP load
                "MEMO_INFERENCE__MODELS": json.dumps(["mfu", "mru", "markov", "ppm", "lstm", "llm"]),
                "MEMO_LLM__BACKEND": "engine" if llm else "off"}
         log_path = tmp / "inference.log"
@@ -133,7 +134,10 @@ def bench_service(llm: bool, rate: float, duration: float, launches: int, settle
                         time.sleep(3.0)  # the call waits 2 s of quiet after a launch, lands, is re-ranked
                         top = c.get("/v1/predictions", params={"uid": 1000, "k": 1}).json()
                         app = top["predictions"][0]["app"] if top.get("predictions") else api.APPS[0]
-                        ex = c.get("/v1/explain", params={"uid": 1000, "app": app}).json()
+                        r = c.get("/v1/explain", params={"uid": 1000, "app": app})
+                        if r.status_code != 200:
+                            raise SystemExit(f"GET /v1/explain answered {r.status_code}: {r.text[:300]}")
+                        ex = r.json()
                         if any(m["name"] == "llm" and m["score"] > 0 for m in ex["models"]):
                             llm_active_s = round(time.monotonic() - t0, 1)
                             break
