@@ -35,7 +35,11 @@ examples:
 
 DEPTH = 20  # rankings are scored this deep: MRR counts a hit below rank 20 as 0
 COLD = 100  # cold start: each user's first 100 launches
-METRICS = ("top1", "top3", "top5", "mrr", "cold_top5", "latency_ms")
+MIXER_PASS = 1000  # launches of each user the first pass learns a mixer from (the population's start)
+RARE = 5  # a rare app: launched by this user fewer than 5 times before (at least once)
+METRICS = ("top1", "top3", "top5", "mrr", "cold_top5", "rare_top5", "new_top5", "latency_ms")
+# Slices some users have no launch in: averaged over the users that have one.
+SLICES = {"cold_top5": "cold_n", "rare_top5": "rare_n", "new_top5": "new_n"}
 ENSEMBLE = "ensemble"
 
 
@@ -99,9 +103,14 @@ class Tally:
     rr: float = 0.0
     cold_n: int = 0
     cold_hit5: int = 0
+    rare_n: int = 0
+    rare_hit5: int = 0
+    new_n: int = 0
+    new_hit5: int = 0
     seconds: float = 0.0
 
-    def add(self, ranking: list[str], truth: str, cold: bool, seconds: float) -> None:
+    def add(self, ranking: list[str], truth: str, cold: bool, seconds: float, seen: int = -1) -> None:
+        """One launch: ``seen`` is how often this user launched ``truth`` before (-1: not told)."""
         r = ranking.index(truth) if truth in ranking else None
         self.n += 1
         self.seconds += seconds
@@ -110,14 +119,24 @@ class Tally:
             self.hit3 += r < 3
             self.hit5 += r < 5
             self.rr += 1.0 / (r + 1)
+        hit5 = r is not None and r < 5
         if cold:
             self.cold_n += 1
-            self.cold_hit5 += r is not None and r < 5
+            self.cold_hit5 += hit5
+        if seen == 0:
+            self.new_n += 1
+            self.new_hit5 += hit5
+        elif 0 < seen < RARE:
+            self.rare_n += 1
+            self.rare_hit5 += hit5
 
     def metrics(self) -> dict[str, float]:
         n = max(self.n, 1)
         return {"top1": self.hit1 / n, "top3": self.hit3 / n, "top5": self.hit5 / n, "mrr": self.rr / n,
-                "cold_top5": self.cold_hit5 / max(self.cold_n, 1), "latency_ms": 1e3 * self.seconds / n}
+                "cold_top5": self.cold_hit5 / max(self.cold_n, 1),
+                "rare_top5": self.rare_hit5 / max(self.rare_n, 1),
+                "new_top5": self.new_hit5 / max(self.new_n, 1),
+                "latency_ms": 1e3 * self.seconds / n}
 
 
 @dataclass
@@ -127,33 +146,47 @@ class _Job:
     population: bool
     head: float
     progress: Any = None  # a shared multiprocessing counter of replayed launches
-    tallies: dict[str, dict[str, Tally]] = field(default_factory=dict)
+    limit: int | None = None  # replay at most this many launches of each user
+    mixers: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)  # user -> learned
 
 
 _JOB: _Job | None = None  # set before the worker processes fork, so the trace is not pickled per user
 
 
-def replay_user(user: str, job: _Job) -> dict[str, Tally]:
-    """Predict-then-observe over one user's launches; a Tally per member and for the ensemble."""
+def _length(job: _Job, user: str) -> int:
+    n = len(job.trace[user])
+    n = max(1, math.ceil(n * job.head)) if job.head < 1 else n
+    return min(n, job.limit) if job.limit is not None else n
+
+
+def replay_user(user: str, job: _Job) -> tuple[dict[str, Tally], dict[str, tuple[float, float]]]:
+    """Predict-then-observe over one user's launches: a Tally per member and for the ensemble, and
+    what the user's mixer learned."""
     from inference.predictors import Context, Launch, Population, UserModel
 
     others = (seq for u, seq in job.trace.items() if u != user) if job.population else ()
     pop = Population.from_sequences([a for a, _ in seq] for seq in others)
+    for u, learned in job.mixers.items():
+        if u != user:
+            pop.share_mixer(u, learned)
     model = UserModel(job.models, pop)
     launches = job.trace[user]
-    n = max(1, math.ceil(len(launches) * job.head)) if job.head < 1 else len(launches)
+    n = _length(job, user)
     tallies = {name: Tally() for name in [*model.names, ENSEMBLE]}
     prev_ts: float | None = None
     unreported = 0
+    seen: dict[str, int] = {}
     for i, (app, ts) in enumerate(launches[:n]):
         ctx = Context(now=prev_ts)  # predicting right after the previous launch: no peeking at ts
         t0 = time.perf_counter()
         ranked, members = model.predict_detailed(ctx, DEPTH)
         dt = time.perf_counter() - t0
         cold = i < COLD
-        tallies[ENSEMBLE].add([r.app for r in ranked], app, cold, dt)
+        before = seen.get(app, 0)
+        tallies[ENSEMBLE].add([r.app for r in ranked], app, cold, dt, before)
         for name, lst in members.items():
-            tallies[name].add([s.app for s in lst], app, cold, model.rank_seconds.get(name, 0.0))
+            tallies[name].add([s.app for s in lst], app, cold, model.rank_seconds.get(name, 0.0), before)
+        seen[app] = before + 1
         model.observe(Launch(app, ts))
         model.train_pending()
         prev_ts = ts
@@ -165,7 +198,7 @@ def replay_user(user: str, job: _Job) -> dict[str, Tally]:
     if job.progress is not None and unreported:
         with job.progress.get_lock():
             job.progress.value += unreported
-    return tallies
+    return tallies, model.mixer.learned()
 
 
 def _worker_init() -> None:
@@ -174,56 +207,74 @@ def _worker_init() -> None:
     torch.set_num_threads(1)  # one process per core beats torch's intra-op threads on tiny tensors
 
 
-def _run_one(user: str) -> tuple[str, dict[str, Tally]]:
+def _run_one(user: str) -> tuple[str, tuple[dict[str, Tally], dict[str, tuple[float, float]]]]:
     assert _JOB is not None
     return user, replay_user(user, _JOB)
 
 
+def _replay_all(job: _Job, users: list[str], jobs: int, bar: Any
+                ) -> dict[str, tuple[dict[str, Tally], dict[str, tuple[float, float]]]]:
+    """replay_user for every user, one process per core; the bar counts launches."""
+    global _JOB
+    results: dict[str, tuple[dict[str, Tally], dict[str, tuple[float, float]]]] = {}
+    if jobs <= 1 or len(users) == 1:
+        _worker_init()
+        for u in users:
+            results[u] = replay_user(u, job)
+            bar.update(_length(job, u))
+        return results
+    ctx = mp.get_context("fork")
+    job.progress = ctx.Value("q", 0)
+    start = bar.n
+    _JOB = job
+    try:
+        with ProcessPoolExecutor(min(jobs, len(users)), mp_context=ctx, initializer=_worker_init) as pool:
+            pending: set[Future] = {pool.submit(_run_one, u) for u in users}
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    u, res = fut.result()
+                    results[u] = res
+                bar.update(start + job.progress.value - bar.n)
+    finally:
+        _JOB = None
+    return results
+
+
 def evaluate(trace: dict[str, list[tuple[str, float | None]]], models: list[str], *, jobs: int = 0,
              population: bool = True, head: float = 1.0, progress: bool = True) -> dict[str, Any]:
-    """Replay every user and macro-average their metrics: {"models": {name: metrics}, ...}."""
-    global _JOB
+    """Replay every user and macro-average their metrics: {"models": {name: metrics}, ...}.
+
+    With the population on and more than one user, a first pass learns each user's mixer from their
+    own first MIXER_PASS launches alone (no prior: nothing of anyone else leaks into it), and each user
+    of the scored pass starts from the other users' mixers, as a new user of a service would."""
     jobs = jobs or os.cpu_count() or 1
     if "llm" in models:  # start the configured LLM backend, synchronous (one call per launch, inline)
         from inference.llm import runtime
 
         jobs = runtime.prepare_eval(jobs)
     users = sorted(trace, key=lambda u: -len(trace[u]))  # longest first: better balance across processes
-    total = sum(max(1, math.ceil(len(trace[u]) * head)) if head < 1 else len(trace[u]) for u in users)
+    scored = _Job(trace, models, population, head)
+    # The first pass leaves the LLM out (its weights start at 0, as for any member that joins late).
+    learn = (_Job(trace, [m for m in models if m != "llm"], False, head, limit=MIXER_PASS)
+             if population and len(users) > 1 else None)
+    total = sum(_length(scored, u) + (_length(learn, u) if learn else 0) for u in users)
     t0 = time.perf_counter()
-    results: dict[str, dict[str, Tally]] = {}
     bar = _progress_bar(total, progress)
-    if jobs <= 1 or len(users) == 1:
-        _worker_init()
-        job = _Job(trace, models, population, head)
-        for u in users:
-            results[u] = replay_user(u, job)
-            bar.update(sum(t.n for t in list(results[u].values())[:1]))
-    else:
-        ctx = mp.get_context("fork")
-        counter = ctx.Value("q", 0)
-        _JOB = _Job(trace, models, population, head, counter)
-        try:
-            with ProcessPoolExecutor(min(jobs, len(users)), mp_context=ctx, initializer=_worker_init) as pool:
-                pending: set[Future] = {pool.submit(_run_one, u) for u in users}
-                while pending:
-                    done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        u, tallies = fut.result()
-                        results[u] = tallies
-                    bar.update(counter.value - bar.n)
-        finally:
-            _JOB = None
+    if learn is not None:
+        scored.mixers = {u: res[1] for u, res in _replay_all(learn, users, jobs, bar).items()}
+    results = {u: res[0] for u, res in _replay_all(scored, users, jobs, bar).items()}
     bar.close()
     names = list(next(iter(results.values())).keys())
-    macro = {
-        name: {m: sum(results[u][name].metrics()[m] for u in users) / len(users) for m in METRICS}
-        for name in names
-    }
+    def mean(name: str, m: str) -> float:
+        had = [u for u in users if m not in SLICES or getattr(results[u][name], SLICES[m]) > 0]
+        return sum(results[u][name].metrics()[m] for u in had) / max(len(had), 1)
+
+    macro = {name: {m: mean(name, m) for m in METRICS} for name in names}
     return {
         "models": macro,
         "users": len(users),
-        "launches": total,
+        "launches": sum(_length(scored, u) for u in users),
         "wall_s": round(time.perf_counter() - t0, 2),
         "per_user": {u: {name: results[u][name].metrics() for name in names} for u in users},
     }
@@ -268,16 +319,19 @@ def render_table(result: dict[str, Any], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    table.add_column("model")
+    table.add_column("model", no_wrap=True)
+    heads = {"cold_top5": "cold@5", "rare_top5": "rare@5", "new_top5": "new@5", "latency_ms": "ms"}
     for m in METRICS:
-        table.add_column(m, justify="right")
+        table.add_column(heads.get(m, m), justify="right")
     for name, met in result["models"].items():
         cells = [f"{100 * met[m]:.1f}%" if m not in ("mrr", "latency_ms") else f"{met[m]:.3f}"
                  for m in METRICS]
         table.add_row(name, *cells, style="bold" if name == ENSEMBLE else None)
     Console().print(table)
     print(f"{result['users']} users, {result['launches']} launches, {result['wall_s']:.1f} s; "
-          f"macro-averaged over users; MRR over the top {DEPTH}")
+          f"macro-averaged over users; MRR over the top {DEPTH}; cold = each user's first {COLD} launches, "
+          f"rare = apps the user launched 1-{RARE - 1} times before, new = never before (each over the "
+          "users that have such launches)")
 
 
 def write_plot(result: dict[str, Any], path: str | Path, title: str) -> None:

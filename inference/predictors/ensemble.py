@@ -7,6 +7,9 @@ probability, reciprocal rank and whether it ranks the app first, plus "was the l
 conditional logit), and after each launch takes one AdaGrad step on its log-likelihood. It thus
 learns per user which member to trust for which kind of app, and a member that does not help ends
 up with weights near 0. A member that joins later (the LLM) starts at weight 0 and earns its say.
+
+A new user's mixer starts from what the population's mixers learned (``learned`` / ``start_from``,
+pooled by Population), not from a fixed guess: cold start is where one user's few launches say least.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ _PER_MEMBER = ("lp", "rr", "top", "p")
 _GLOBAL = ("bias_last", "bias_new")
 # A sensible start before any learning: trust PPM's probabilities (or the first member's).
 _START = ("ppm", "markov", "lstm", "mfu", "mru")
+# A population start takes the pooled AdaGrad sums times this: steps about 3x the population's own,
+# so that the user's own launches still move it (memo eval, android6: cold top-5 as with the sums
+# whole, top-1 as with fresh ones).
+START_STEP_SHARE = 0.1
 
 
 @dataclass(slots=True)
@@ -121,6 +128,21 @@ class Mixer:
         d = len(grad)
         self.g[:d] += grad * grad
         self.w[:d] += LEARNING_RATE * grad / np.sqrt(self.g[:d])
+
+    def _feature_names(self) -> list[str]:
+        return [*_GLOBAL, *(f"{m}.{f}" for m in self.names for f in _PER_MEMBER)]
+
+    def learned(self) -> dict[str, tuple[float, float]]:
+        """Each feature's (weight, AdaGrad sum) by name ("bias_last", "ppm.lp", ...), for Population."""
+        return {n: (float(self.w[i]), float(self.g[i])) for i, n in enumerate(self._feature_names())}
+
+    def start_from(self, learned: dict[str, tuple[float, float]]) -> None:
+        """Start from the population's weights for the features this mixer has (the others keep theirs)."""
+        for i, n in enumerate(self._feature_names()):
+            if n in learned:
+                w, g = learned[n]
+                self.w[i] = w
+                self.g[i] = max(g * START_STEP_SHARE, 1e-2)
 
     def weights(self) -> dict[str, dict[str, float]]:
         """Each member's weight on each of its features: its say in this user's ensemble (explain)."""

@@ -19,9 +19,10 @@ import numpy as np
 from inference.predictors import registry
 from inference.predictors.base import Context, Launch, Predictor, Scored
 from inference.predictors.ensemble import Candidates, Mixer
-from inference.predictors.population import Population
+from inference.predictors.population import MIXER_MIN_LAUNCHES, Population
 from memo import helpers
 
+SHARE_EVERY = 50  # a user's mixer goes to the population every this many launches (past its cold start)
 MEMBER_K = 20  # how deep each member's ranking goes into the ensemble's candidates
 RECENT = 8  # the most recent distinct apps are always candidates
 _FORMAT = 1
@@ -62,6 +63,9 @@ class UserModel:
             if hasattr(m, "bind_peers"):
                 m.bind_peers(list(self.members.values()))
         self.mixer = Mixer(self.names)
+        start = self.population.mixer_start(self.user)
+        if start is not None:  # a new user: start from what the other users' mixers learned
+            self.mixer.start_from(start)
         self.seen: dict[str, int] = {}
         self.recent: list[str] = []
         self.last_ts: float | None = None
@@ -90,6 +94,8 @@ class UserModel:
                 self.last_ts = launch.ts
             self.n += 1
             self._cache = None
+            if self.n >= MIXER_MIN_LAUNCHES and self.n % SHARE_EVERY == 0:
+                self.population.share_mixer(self.user, self.mixer.learned())
 
     def train_pending(self) -> bool:
         """Run the members' deferred training (the LSTM's); safe to call from a worker thread."""

@@ -14,6 +14,7 @@ normalised over what the asker may see, so another user's private launch does no
 from __future__ import annotations
 
 import heapq
+import math
 import threading
 from collections import Counter
 from collections.abc import Hashable, Iterable
@@ -22,6 +23,7 @@ import msgpack
 
 from inference.predictors.base import Launch
 
+MIXER_MIN_LAUNCHES = 100  # a user's mixer speaks for the population once past its own cold start
 NOVEL = 64  # nominal number of apps nobody has launched yet, sharing the smoothing mass
 _REFRESH_EVERY = 64  # observes between recomputations of the cached top list (a prior moves slowly)
 _TOP = 32  # the cached public top list's length
@@ -42,6 +44,7 @@ class Population:
         self._public_total = 0
         self._top: list[tuple[str, int]] = []
         self._stale = 0
+        self._mixers: dict[Hashable, dict[str, tuple[float, float]]] = {}  # user -> their mixer, learned
 
     @classmethod
     def from_sequences(cls, sequences: Iterable[Iterable[str]], min_users: int = 1) -> Population:
@@ -75,6 +78,26 @@ class Population:
                 self._mine_total[u] -= c
             self._counts[app] = by_user.total()
             self._public_total += by_user.total()
+
+    def share_mixer(self, user: Hashable, learned: dict[str, tuple[float, float]]) -> None:
+        """``user``'s mixer as it stands (Mixer.learned), once they have MIXER_MIN_LAUNCHES launches."""
+        with self._lock:
+            self._mixers[user] = dict(learned)
+
+    def mixer_start(self, user: Hashable) -> dict[str, tuple[float, float]] | None:
+        """Where a new mixer for ``user`` starts: each feature's mean over the other users' mixers, once
+        ``min_users`` of them have shared one (how much each predictor is trusted, never an app); None
+        before that."""
+        with self._lock:
+            others = [m for u, m in self._mixers.items() if u != user]
+        if not others or len(others) < self.min_users:
+            return None
+        names = {n for m in others for n in m}
+        out = {}
+        for n in names:
+            vals = [m[n] for m in others if n in m]
+            out[n] = (sum(w for w, _ in vals) / len(vals), sum(g for _, g in vals) / len(vals))
+        return out
 
     @property
     def total(self) -> int:
@@ -119,6 +142,7 @@ class Population:
             return msgpack.packb({
                 "min_users": self.min_users, "counts": dict(self._counts),
                 "private": {a: [[u, c] for u, c in by.items()] for a, by in self._private.items()},
+                "mixers": [[u, m] for u, m in self._mixers.items()],
             })
 
     @classmethod
@@ -138,6 +162,13 @@ class Population:
                 pop._mine.setdefault(u, Counter())[app] = c
                 pop._mine_total[u] += c
         pop._total = pop._public_total + sum(by.total() for by in pop._private.values())
+        for u, m in state.get("mixers", []):  # absent in snapshots from before the pooled start
+            try:
+                learned = {str(n): (float(w), float(g)) for n, (w, g) in m.items()}
+            except (AttributeError, TypeError, ValueError):
+                continue  # one damaged entry: that user's mixer is shared again at its next launches
+            if all(math.isfinite(w) and math.isfinite(g) and g > 0 for w, g in learned.values()):
+                pop._mixers[u] = learned
         return pop
 
 

@@ -12,7 +12,7 @@ import pytest
 from inference import evaluate
 from memo.cli import main
 
-METRICS = {"top1", "top3", "top5", "mrr", "cold_top5", "latency_ms"}
+METRICS = {"top1", "top3", "top5", "mrr", "cold_top5", "rare_top5", "new_top5", "latency_ms"}
 CLASSICAL = ("markov", "ppm")
 
 
@@ -168,3 +168,28 @@ def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(tmp_path, monkeyp
     out.close()
     text = (tmp_path / "err.log").read_text()
     assert "\r" not in text and "100/100 launches" in text
+
+
+def test_each_user_starts_from_the_other_users_mixers_never_their_own() -> None:
+    trace = {"u1": [("a", None), ("b", None)], "u2": [("a", None)]}
+    shared = {"mfu.lp": (5.0, 1e9)}  # a huge AdaGrad sum: the first steps barely move it
+    def start_of(mixers: dict) -> float:
+        job = evaluate._Job(trace, ["mfu", "markov"], True, 1.0, mixers=mixers)
+        return evaluate.replay_user("u1", job)[1]["mfu.lp"][0]
+    assert start_of({"u2": shared}) == pytest.approx(5.0, abs=0.01)
+    assert start_of({"u1": shared}) == pytest.approx(start_of({}), abs=1e-9) != pytest.approx(5.0, abs=1)
+
+
+def test_rare_and_new_apps_are_scored_apart() -> None:
+    t = evaluate.Tally()
+    t.add(["a", "b"], "a", False, 0.0, seen=0)  # never launched before: new, a hit
+    t.add(["a", "b"], "c", False, 0.0, seen=0)  # new, a miss
+    t.add(["a", "b"], "b", False, 0.0, seen=3)  # rare (1-4 times before), a hit
+    t.add(["a", "b"], "a", False, 0.0, seen=9)  # common: neither slice
+    m = t.metrics()
+    assert (t.new_n, t.rare_n) == (2, 1) and m["new_top5"] == 0.5 and m["rare_top5"] == 1.0
+    # a user without rare launches does not pull the macro-average down
+    trace = {"u1": [("x", None)] * 3 + [("y", None)], "u2": [("z", None)]}
+    res = evaluate.evaluate(trace, ["mfu"], jobs=1, progress=False)
+    assert res["per_user"]["u1"]["mfu"]["rare_top5"] == 1.0  # x, launched twice before, ranks first
+    assert res["models"]["mfu"]["rare_top5"] == 1.0

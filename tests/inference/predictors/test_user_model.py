@@ -9,6 +9,7 @@ import pytest
 
 from inference.predictors import DEFAULT_MODELS, Context, Launch, Population, Ranked, UserModel, registry
 from inference.predictors.base import Predictor, Scored
+from inference.predictors.population import MIXER_MIN_LAUNCHES
 
 CLASSICAL = ["mfu", "mru", "markov", "ppm"]
 
@@ -160,3 +161,39 @@ def test_one_user_alone_sees_the_prior_as_if_there_were_no_threshold() -> None:
         open_.observe(Launch(app), user=1000)
     mine, everyone = alone.view(1000), open_.view(1000)
     assert mine.top(5) == everyone.top(5) and mine.prob("make") == everyone.prob("make")
+
+
+def test_a_new_user_s_mixer_starts_from_what_the_other_users_mixers_learned() -> None:
+    pop = Population(min_users=2)
+    cycle = ["a", "b", "a", "c"] * 40  # Markov is right, MFU is not
+    first = UserModel(["mfu", "markov"], pop, user=1)
+    for i, app in enumerate(cycle):
+        first.observe(Launch(app, 1_700_000_000.0 + 30 * i))
+    assert first.n >= MIXER_MIN_LAUNCHES and pop.mixer_start(2) is None, "one user's mixer is not shared"
+    second = UserModel(["mfu", "markov"], pop, user=2)
+    for i, app in enumerate(cycle):
+        second.observe(Launch(app, 1_700_000_000.0 + 30 * i))
+    start = pop.mixer_start(3)
+    assert start is not None and start["markov.lp"][0] > start["mfu.lp"][0]
+    assert pop.mixer_start(1) is None, "a user's own mixer is left out: one other is too few to share"
+    third = UserModel(["mfu", "markov", "mru"], pop, user=3)
+    learned = third.mixer.learned()
+    assert learned["markov.lp"][0] == pytest.approx(start["markov.lp"][0])
+    assert learned["mru.lp"] == (0.0, 1e-2), "a member nobody has shared keeps its own start"
+    fresh = UserModel(["mfu", "markov"], Population(), user=3)
+    assert fresh.mixer.learned()["markov.lp"] == (1.0, 1e-2), "no population: the fixed start (Markov)"
+    again = Population.from_bytes(pop.to_bytes(), min_users=2)
+    assert again.mixer_start(3) == start
+
+
+def test_a_damaged_shared_mixer_in_a_snapshot_is_skipped() -> None:
+    import msgpack
+
+    pop = Population(min_users=1)
+    pop.share_mixer(1, {"ppm.lp": (0.5, 2.0)})
+    state = msgpack.unpackb(pop.to_bytes(), strict_map_key=False)
+    state["mixers"].append([2, {"ppm.lp": "junk"}])
+    state["mixers"].append([3, ["not", "a", "map"]])
+    state["mixers"].append([4, {"ppm.lp": [float("nan"), 1.0]}])
+    again = Population.from_bytes(msgpack.packb(state))
+    assert again.mixer_start(9) == {"ppm.lp": (0.5, 2.0)}
