@@ -3,8 +3,10 @@
 Prequential, per user: predict, then observe, then let the model run whatever background training it
 has due (inline here, a worker thread in the service) — the very code path the service uses. Each
 user's cold start comes from a population prior built from the *other* users' traces (what a service
-already serving other users would know); the user's own launches join it as they happen. Metrics are
-macro-averaged over users. Users are spread over processes (one per core) because each is independent.
+already serving other users would know), and so does the start of the user's mixer: the other users'
+mixers, learned in a first pass from each one's own first MIXER_PASS launches. The user's own launches
+join the prior as they happen. Metrics are macro-averaged over users. Users are spread over processes
+(one per core) because each is independent.
 """
 
 from __future__ import annotations
