@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         from vllm import LLM, SamplingParams
 
         # oneDNN's prepacked GEMMs keep a second copy of every weight (and grow a packed copy per
-        # prompt length they see): about 110 MB more than torch's own bf16 linear, which is ~25 %
-        # slower per call on this model (160 -> 205 ms for a 300-token prompt, off the request path).
+        # prompt length they see): about 110 MB more than torch's own bf16 linear, which is slower
+        # per call on this model (bench/llm.py p50 55 -> 78-99 ms; off the request path, nice 19).
         vllm._custom_ops._supports_onednn = False
 
         llm = LLM(model=args.model, dtype="bfloat16", max_model_len=args.max_model_len, enforce_eager=True,
