@@ -90,7 +90,7 @@ class Population:
         before that."""
         with self._lock:
             others = [m for u, m in self._mixers.items() if u != user]
-        if not others or len(others) < self.min_users:
+        if len(others) < self.min_users:  # min_users >= 1: never an empty mean
             return None
         names = {n for m in others for n in m}
         out = {}
