@@ -4,6 +4,8 @@
    page-cache records, plus fork/exec/exit of short processes) POSTed back to back; events/s.
 2. GET /v1/predictions over TCP at a fixed rate (default 500 req/s) from a load generator in a separate
    process; latency measured from each request's *scheduled* send time (no coordinated omission).
+   The same load against a floor in the same run: a bare uvicorn app that answers MEMO's own response
+   body, so a slow machine (a p99 of tens of ms there too) is told apart from a slow service.
 
 Starts its own `memo-inference` on a temp dir. Prints a table; writes bench/results/api.json.
 
@@ -159,6 +161,46 @@ def _load(port: int, rate: float, duration: float, out: mp.Queue) -> None:
     out.put((lat, errors, time.perf_counter() - start))
 
 
+def _serve_floor(body: bytes, port_q: mp.Queue) -> None:
+    """The floor: uvicorn serving a fixed body on a socket bound as inference/server.py binds its own."""
+    import asyncio
+
+    import uvicorn
+
+    from inference.server import bind_tcp
+
+    async def app(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200,  # type: ignore[operator]
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
+
+    sock = bind_tcp("127.0.0.1", 0)
+    port_q.put(sock.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
+    asyncio.run(server.serve(sockets=[sock]))
+
+
+def bench_floor(port: int, rate: float, duration: float) -> dict:
+    """bench_predictions against the floor app, answering what MEMO answered for the first request."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/v1/predictions?uid=1000&k=5")
+    body = conn.getresponse().read()
+    conn.close()
+    ctx = mp.get_context("spawn")
+    q: mp.Queue = ctx.Queue()
+    server = ctx.Process(target=_serve_floor, args=(body, q), daemon=True)
+    server.start()
+    try:
+        floor_port = q.get(timeout=60)
+        time.sleep(1.0)  # past its startup
+        return bench_predictions(floor_port, rate, duration)
+    finally:
+        server.terminate()
+        server.join(timeout=10)
+
+
 def bench_predictions(port: int, rate: float, duration: float) -> dict:
     q: mp.Queue = mp.get_context("spawn").Queue()
     p = mp.get_context("spawn").Process(target=_load, args=(port, rate, duration, q))
@@ -191,11 +233,12 @@ def main() -> int:
             ingest = bench_ingest(sock, bodies)
             wait_learnt(sock)
             preds = bench_predictions(port, args.rate, args.duration)
+            floor = bench_floor(port, args.rate, args.duration)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
     result = {"bench": "api", "host": platform.node(), "cpus": os.cpu_count(), "ingest_unix_socket": ingest,
-              "predictions_tcp": preds,
+              "predictions_tcp": preds, "predictions_floor_bare_uvicorn": floor,
               "targets": {"ingest_events_per_s": 50_000, "predictions_p99_ms": 5.0},
               "command": "python bench/api.py " + " ".join(sys.argv[1:])}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -205,7 +248,9 @@ def main() -> int:
              f"batch p50 {ingest['batch_ms_p50']} ms, p99 {ingest['batch_ms_p99']} ms", ">= 50,000/s"),
             ("GET /v1/predictions (tcp)", f"p50 {preds['p50_ms']} ms / p99 {preds['p99_ms']} ms",
              f"{preds['requests']} requests at {preds['achieved_rate']}/s, {preds['errors']} errors, "
-             f"max {preds['max_ms']} ms", "p99 < 5 ms")]
+             f"max {preds['max_ms']} ms", "p99 < 5 ms"),
+            ("  floor: bare uvicorn", f"p50 {floor['p50_ms']} ms / p99 {floor['p99_ms']} ms",
+             f"the same load and body on this machine, max {floor['max_ms']} ms", "")]
     print(f"{'measure':28} {'result':32} {'target':12} detail")
     for name, res, detail, target in rows:
         print(f"{name:28} {res:32} {target:12} {detail}")

@@ -721,6 +721,9 @@ class PageTracer:
     def __init__(self) -> None:
         from bcc import BPF
 
+        from collector import kernelfs
+
+        kernelfs.ensure_tracefs()  # unmounted on a fresh VM until the collector's first start
         self.bpf = BPF(text=BPF_TEXT)
         self.roles = self.bpf["roles"]
         self.gen_map = self.bpf["gen"]

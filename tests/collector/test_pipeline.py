@@ -6,7 +6,7 @@ from pathlib import Path
 
 from collector import records
 from collector.batch import Batcher, coalesce
-from collector.spool import Spool
+from collector.spool import SEQ_RESERVE, Spool
 from memo.contract import MAX_RANGE_PAGES, EventBatch, ExecEvent, LostEvent, PageCacheEvent
 
 
@@ -85,13 +85,15 @@ def test_spool_orders_resumes_and_bounds(tmp_path: Path) -> None:
     spool.remove(spool.pending()[0])
     again = Spool(tmp_path, "src", max_bytes=10**9)  # a restarted collector
     assert [s.seq for s in again.pending()] == [1, 2]
-    assert again.append([_exec(9)]).seq == 3
+    # it resumes at the durable bound: a seq the service may have stored (before a power cut lost the
+    # newest batch files) is never handed out again
+    assert again.append([_exec(9)]).seq == SEQ_RESERVE
 
     size = again.pending()[0].path.stat().st_size
     small = Spool(tmp_path, "src", max_bytes=size * 5 // 2)
     small.append([_exec(10)])  # over the bound: the oldest batches go, counted
     left = small.pending()
-    assert len(left) == 2 and left[-1].seq == 4
+    assert len(left) == 2 and left[-1].seq == 2 * SEQ_RESERVE
     batch = small.append([_exec(11)])
     assert isinstance(batch.events[0], LostEvent) and batch.events[0].count >= 1
     stored = EventBatch.model_validate_json(small.pending()[-1].path.read_bytes())
