@@ -5,8 +5,8 @@ Layout under <data_dir>/spool/<source_id>/: one `<seq:012d>-<events>.json` per u
 EventBatch, and `next_seq`. Files are written to a temporary name and renamed, so a crash leaves
 either a whole batch or none. A batch is not fsynced: it survives the collector's crash and the
 service's absence (the page cache holds it), and a power cut costs at most the last seconds of
-events — while a launch runs, the collector seals a batch every few hundred ms, and four fsyncs
-each (file and folder, twice) were journal commits competing with the launch's own reads. What must
+events — each launch makes a few batches, and their four fsyncs each (file and folder, twice) were
+journal commits competing with the launch's own reads. What must
 survive a power cut is the sequence: the service drops a batch whose seq it has stored, so a seq
 reused after a reboot would lose new events. `next_seq` is therefore durable and holds a bound
 SEQ_RESERVE ahead of the seqs handed out, rewritten once per SEQ_RESERVE batches; a restart resumes

@@ -18,12 +18,14 @@ SIGTERM/SIGINT end the loop and restore every cgroup value it changed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -259,6 +261,15 @@ class Prefetcher:
         self._signature: list[tuple[int, str, float]] = []  # of the predictions the plan was made from
         self._retry = False  # a round was skipped under memory pressure
         self.watcher: ChangeWatcher | None = None  # the open long-poll, once the service sends notices
+        self.cpu: Counter[str] = Counter()  # the loop's own CPU seconds by part (logged at the end)
+
+    @contextlib.contextmanager
+    def _timed(self, part: str) -> Iterator[None]:
+        t0 = time.thread_time()
+        try:
+            yield
+        finally:
+            self.cpu[part] += time.thread_time() - t0
 
     def recover(self) -> None:
         """Restore what a previous run changed and did not put back (it crashed or was SIGKILLed)."""
@@ -318,7 +329,8 @@ class Prefetcher:
             if profile is not None and profile.ranges:
                 candidates.append(Candidate(app, w.uid, p.probability, useful.get(app, 1.0), profile,
                                             p.horizon_s))
-        self.plan = weigh(candidates, self.pcfg.per_app_cap_bytes)
+        with self._timed("weigh"):
+            self.plan = weigh(candidates, self.pcfg.per_app_cap_bytes)
         self.candidates = {c.app: c for c in candidates}
         self.plan_reads = 0
         self.evictions.happened()  # evictions before this read are behind it
@@ -340,8 +352,10 @@ class Prefetcher:
         report.budget = budget.total
         mem = meminfo()
         free = max(0, mem.get("MemFree", 0) - int(mem.get("MemTotal", 0) * FREE_RESERVE_SHARE))
-        results = pagecache.prefetch_spans(self.plan, budget, self.pcfg.min_probability, self.pcfg.evict_cost,
-                                           free, self.dry_run, self._interrupted, self._settled_now())
+        with self._timed("read"):
+            results = pagecache.prefetch_spans(self.plan, budget, self.pcfg.min_probability,
+                                               self.pcfg.evict_cost, free, self.dry_run, self._interrupted,
+                                               self._settled_now())
         self.plan_reads += 1
         for app, r in results.items():
             report.prefetched += r.prefetched
@@ -457,9 +471,10 @@ class Prefetcher:
                 planned = self.cycle(force=first or launched or self._retry).reason != UNCHANGED
             if not planned and self.evictions.happened():
                 self.reread()
-        self._restore_unpredicted(time.time())
-        self.feedback.poll()
-        self.source.send_feedback(self.feedback)
+        with self._timed("feedback"):
+            self._restore_unpredicted(time.time())
+            self.feedback.poll()
+            self.source.send_feedback(self.feedback)
 
     def run(self, once: bool = False) -> int:
         try:
@@ -483,7 +498,8 @@ class Prefetcher:
                 return 0
             while not self.stop.is_set():
                 try:
-                    self.step(self.pcfg.poll_interval_s)
+                    with self._timed("loop"):
+                        self.step(self.pcfg.poll_interval_s)
                 except httpx.HTTPError as exc:
                     log.warning("inference service unreachable: %s", exc)
                     self.launches = None
@@ -493,7 +509,18 @@ class Prefetcher:
                 self.watcher.close()
             n = self.tuner.restore()
             log.info("stopped: %d cgroup value(s) restored", n)
+            self._log_cpu()
         return 0
+
+    def _log_cpu(self) -> None:
+        """What the loop spent its CPU on: plan reads, weighing, feedback, and the rest of its steps
+        (predictions and profiles over HTTP, waiting for a launch's reads to end); the process's total
+        includes the long-poll's thread."""
+        t = os.times()
+        loop = self.cpu.pop("loop", 0.0)
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in sorted(self.cpu.items()))
+        log.info("CPU seconds: process %.2f (user %.2f, system %.2f); main loop %.2f: %s, other %.2f",
+                 t.user + t.system, t.user, t.system, loop, parts, loop - sum(self.cpu.values()))
 
     def install_signals(self) -> None:
         def _stop(signum: int, _frame: object) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -115,6 +116,10 @@ def test_prefetcher_against_the_real_service(tmp_path: Path, memo_env: dict[str,
         out, _ = prefetcher.communicate(timeout=30)
         assert prefetcher.returncode == 0, out
         assert "read ahead 8388608 bytes" in out and "feedback: 1 items sent" in out, out
+        # at the end it says what its CPU went to: the read of the plan is one part of it
+        cpu = re.search(r"CPU seconds: process ([0-9.]+) .*main loop ([0-9.]+): .*read ([0-9.]+)", out)
+        assert cpu is not None, out
+        assert float(cpu[1]) >= float(cpu[2]) >= float(cpu[3]) >= 0.0, cpu[0]
         http.close()
     finally:
         if prefetcher is not None:
