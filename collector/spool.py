@@ -3,14 +3,15 @@ service is down or restarting, and a collector restart resumes both the queue an
 
 Layout under <data_dir>/spool/<source_id>/: one `<seq:012d>-<events>.json` per unacknowledged
 EventBatch, and `next_seq`. Files are written to a temporary name and renamed, so a crash leaves
-either a whole batch or none. A batch is not fsynced: it survives the collector's crash and the
-service's absence (the page cache holds it), and a power cut costs at most the last seconds of
-events — each launch makes a few batches, and their four fsyncs each (file and folder, twice) were
-journal commits competing with the launch's own reads. What must
-survive a power cut is the sequence: the service drops a batch whose seq it has stored, so a seq
-reused after a reboot would lose new events. `next_seq` is therefore durable and holds a bound
-SEQ_RESERVE ahead of the seqs handed out, rewritten once per SEQ_RESERVE batches; a restart resumes
-at that bound (seqs skip a few; the service only needs them unique and rising).
+either a whole batch or none. Neither is fsynced: they survive the collector's crash and the
+service's absence (the page cache holds them), and a power cut costs at most the last seconds of
+events; each launch makes a few batches, and four fsyncs each (file and folder, twice) were journal
+commits competing with the launch's own reads. What must survive a power cut is the sequence: the
+service drops a batch whose seq it has stored, so a seq handed out again after a reboot would lose new
+events. `next_seq` therefore holds the boot it was written in (/proc/sys/kernel/random/boot_id): in the
+same boot it is exact (seqs stay dense, and a gap at the service means a lost batch); after a reboot the
+collector resumes SEQ_RESERVE seqs further on (more batches than the kernel keeps unwritten) and
+records that durably before the first batch.
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from memo.contract import Event, EventBatch, LostEvent
 
 log = logging.getLogger(__name__)
 SEQ_RESERVE = 1024
-"""Seqs handed out per durable write of `next_seq`."""
+"""Seqs skipped after a reboot: more batches than a power cut can have lost with the page cache."""
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def boot_id() -> str:
+    try:
+        return BOOT_ID.read_text().strip()
+    except OSError:
+        return ""
 
 
 @dataclass(frozen=True)
@@ -56,15 +65,27 @@ class Spool:
         self._lock = threading.Lock()
         self._dropped_events = 0
         items = self.pending()
-        try:
-            stored = int((self.dir / "next_seq").read_text())
-        except (OSError, ValueError):
-            stored = 0
+        self._boot = boot_id()
+        stored, boot = self._read_next_seq()
+        if boot != self._boot and (stored or items):  # rebooted since: its last writes may be lost
+            stored += SEQ_RESERVE
         self._next_seq = max([stored] + [s.seq + 1 for s in items])
-        self._reserved = self._next_seq  # seqs below it may be reused by nobody: next_seq says so on disk
+        self._write_next_seq(durable=True)
         self._bytes = sum(s.path.stat().st_size for s in items)
         if items:
             log.info("spool: %d unacknowledged batches from a previous run in %s", len(items), self.dir)
+
+    def _read_next_seq(self) -> tuple[int, str]:
+        """(next seq, boot id) as stored; a damaged or missing file reads as (0, "")."""
+        try:
+            seq, _, boot = (self.dir / "next_seq").read_text().strip().partition(" ")
+            return max(0, int(seq)), boot
+        except (OSError, ValueError):
+            return 0, ""
+
+    def _write_next_seq(self, durable: bool = False) -> None:
+        text = f"{self._next_seq} {self._boot}"
+        helpers.atomic_write(self.dir / "next_seq", text.encode(), durable=durable)
 
     def pending(self) -> list[Spooled]:
         items = (_parse(p) for p in self.dir.glob("*.json"))
@@ -78,11 +99,9 @@ class Spool:
                 self._dropped_events = 0
             batch = EventBatch(source_id=self.source_id, seq=self._next_seq, events=events)
             data = batch.model_dump_json().encode()
-            if self._next_seq >= self._reserved:  # before the batch can reach the service
-                self._reserved = self._next_seq + SEQ_RESERVE
-                helpers.atomic_write(self.dir / "next_seq", str(self._reserved).encode())
             helpers.atomic_write(self.dir / f"{batch.seq:012d}-{len(events)}.json", data, durable=False)
             self._next_seq += 1
+            self._write_next_seq()
             self._bytes += len(data)
             self._enforce_bound()
             return batch

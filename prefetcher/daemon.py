@@ -55,6 +55,10 @@ READS_PER_ROUND = 2
 """Reads of one plan per launch: the first, and one more after an eviction took some of it."""
 QUIET_READ_BPS = 2 * 1024 * 1024
 """Disk reads by other processes below this (bytes/s) mean a launch is done reading."""
+QUIET_FOR_S = 1.0
+"""...for this long in a row: a launch pauses its reads to run (an interpreter compiling what it just
+read), and a plan read in such a pause competes with the launch's next reads. With 0.2 s, the launches
+MEMO had not predicted ran a median 14 % slower than cold in bench/replay; with 1 s, 1 % faster."""
 INTERRUPT_CHECK_S = 0.05
 """While a plan is read, how often the service is asked whether a new launch began."""
 USEFUL_PRIOR_BYTES = 64 * 1024 * 1024
@@ -442,7 +446,8 @@ class Prefetcher:
 
     def _after_launch(self) -> None:
         """A launch began: wait until its reads are over (or its launch window is), then plan."""
-        waited = self.reads.wait_quiet(QUIET_READ_BPS, self.cfg.collector.launch_window_s, self.stop)
+        waited = self.reads.wait_quiet(QUIET_READ_BPS, self.cfg.collector.launch_window_s, self.stop,
+                                       samples=round(QUIET_FOR_S / 0.1))
         log.debug("launch: reads quiet after %.2f s", waited)
 
     def step(self, wait_s: float) -> None:

@@ -77,6 +77,18 @@ def test_batcher_sends_an_exec_at_once_and_the_rest_in_bulk(monkeypatch) -> None
     assert [len(s) for s in sealed] == [2, 1]
 
 
+def test_spool_after_a_reboot_never_hands_out_a_seq_again(tmp_path: Path) -> None:
+    """A power cut may lose the newest batch files and next_seq with them (none is fsynced), while the
+    service stored those seqs: after a reboot the spool resumes SEQ_RESERVE further on."""
+    spool = Spool(tmp_path, "src", max_bytes=10**9)
+    for i in range(3):
+        spool.append([_exec(i)])
+    (spool.dir / "next_seq").write_text(f"1 {'0' * 36}")  # an older write, of another boot
+    for item in spool.pending():
+        item.path.unlink()  # the batches were lost too
+    assert Spool(tmp_path, "src", max_bytes=10**9).append([_exec(9)]).seq == 1 + SEQ_RESERVE
+
+
 def test_spool_orders_resumes_and_bounds(tmp_path: Path) -> None:
     spool = Spool(tmp_path, "src", max_bytes=10**9)
     for i in range(3):
@@ -85,15 +97,13 @@ def test_spool_orders_resumes_and_bounds(tmp_path: Path) -> None:
     spool.remove(spool.pending()[0])
     again = Spool(tmp_path, "src", max_bytes=10**9)  # a restarted collector
     assert [s.seq for s in again.pending()] == [1, 2]
-    # it resumes at the durable bound: a seq the service may have stored (before a power cut lost the
-    # newest batch files) is never handed out again
-    assert again.append([_exec(9)]).seq == SEQ_RESERVE
+    assert again.append([_exec(9)]).seq == 3  # in the same boot: dense
 
     size = again.pending()[0].path.stat().st_size
     small = Spool(tmp_path, "src", max_bytes=size * 5 // 2)
     small.append([_exec(10)])  # over the bound: the oldest batches go, counted
     left = small.pending()
-    assert len(left) == 2 and left[-1].seq == 2 * SEQ_RESERVE
+    assert len(left) == 2 and left[-1].seq == 4
     batch = small.append([_exec(11)])
     assert isinstance(batch.events[0], LostEvent) and batch.events[0].count >= 1
     stored = EventBatch.model_validate_json(small.pending()[-1].path.read_bytes())
