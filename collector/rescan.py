@@ -25,10 +25,6 @@ HEARTBEAT_S = 5.0
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def boot_id() -> str:
-    return procfs.text("sys", "kernel/random/boot_id").strip()
-
-
 class Heartbeat:
     """When the collector last ran, kept in a small file (atomic rename; no fsync: a stale value only
     widens the next scan by a few seconds)."""
@@ -41,7 +37,7 @@ class Heartbeat:
         """The monotonic ns of the previous run's last beat in this boot, else None."""
         try:
             data = json.loads(self.path.read_text())
-            if data.get("boot_id") == boot_id() and isinstance(data.get("mono_ns"), int):
+            if data.get("boot_id") == procfs.boot_id() and isinstance(data.get("mono_ns"), int):
                 return data["mono_ns"]
         except (OSError, ValueError, AttributeError):
             pass
@@ -53,7 +49,7 @@ class Heartbeat:
             return
         self._next = now + HEARTBEAT_S
         try:  # not durable: a lost beat only widens the next start's rescan a little
-            beat = {"boot_id": boot_id(), "mono_ns": time.monotonic_ns()}
+            beat = {"boot_id": procfs.boot_id(), "mono_ns": time.monotonic_ns()}
             helpers.atomic_write(self.path, json.dumps(beat), durable=False)
         except OSError as exc:
             log.warning("cannot write the heartbeat %s: %s", self.path, exc)

@@ -23,20 +23,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from memo import helpers
+from memo import helpers, procfs
 from memo.contract import Event, EventBatch, LostEvent
 
 log = logging.getLogger(__name__)
 SEQ_RESERVE = 1024
 """Seqs skipped after a reboot: more batches than a power cut can have lost with the page cache."""
-BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
-
-
-def boot_id() -> str:
-    try:
-        return BOOT_ID.read_text().strip()
-    except OSError:
-        return ""
 
 
 @dataclass(frozen=True)
@@ -65,7 +57,7 @@ class Spool:
         self._lock = threading.Lock()
         self._dropped_events = 0
         items = self.pending()
-        self._boot = boot_id()
+        self._boot = procfs.boot_id()
         stored, boot = self._read_next_seq()
         if boot != self._boot and (stored or items):  # rebooted since: its last writes may be lost
             stored += SEQ_RESERVE

@@ -26,6 +26,12 @@ def text(pid: int | str, name: str, root: Path = ROOT) -> str:
     return read(pid, name, root).decode("utf-8", "replace")
 
 
+def boot_id(root: Path = ROOT) -> str:
+    """This boot's id (/proc/sys/kernel/random/boot_id): what a state file written before a reboot is
+    told apart by; "" when unreadable."""
+    return text("sys", "kernel/random/boot_id", root).strip()
+
+
 def link(pid: int | str, name: str, root: Path = ROOT) -> str:
     """A /proc/PID link's target (exe, cwd, fd/N) as text the contract accepts: a name that is not
     UTF-8 gets U+FFFD where its odd bytes were (os.readlink's surrogate escapes cannot be stored); ""

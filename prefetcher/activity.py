@@ -79,13 +79,13 @@ class ForeignReads:
         self._last = (t1, b1)
         return max(0, b1 - b0) / max(t1 - t0, 1e-3)
 
-    def wait_quiet(self, quiet_bps: float, max_s: float, stop: threading.Event, sample_s: float = 0.1,
-                   samples: int = 2) -> float:
-        """Wait until others read below quiet_bps for `samples` intervals in a row, at most max_s or
-        until ``stop`` is set; returns the seconds waited."""
+    def wait_quiet(self, quiet_bps: float, max_s: float, stop: threading.Event, quiet_s: float = 0.2,
+                   sample_s: float = 0.1) -> float:
+        """Wait until others read below quiet_bps for quiet_s in a row (measured every sample_s), at
+        most max_s or until ``stop`` is set; returns the seconds waited."""
         t0 = time.monotonic()
         self.rate()
-        calm = 0
+        calm, samples = 0, max(1, round(quiet_s / sample_s))
         while calm < samples and time.monotonic() - t0 < max_s and not stop.wait(sample_s):
             calm = calm + 1 if self.rate() < quiet_bps else 0
         return time.monotonic() - t0

@@ -447,7 +447,7 @@ class Prefetcher:
     def _after_launch(self) -> None:
         """A launch began: wait until its reads are over (or its launch window is), then plan."""
         waited = self.reads.wait_quiet(QUIET_READ_BPS, self.cfg.collector.launch_window_s, self.stop,
-                                       samples=round(QUIET_FOR_S / 0.1))
+                                       QUIET_FOR_S)
         log.debug("launch: reads quiet after %.2f s", waited)
 
     def step(self, wait_s: float) -> None:
