@@ -1482,7 +1482,9 @@ def test_launch(cond: str, ctx: Ctx, j: int, name: str, launcher: Launcher, daem
     mode = ctx.modes[j % len(ctx.modes)]
     prog = ctx.programs[name]
     chain = chain_of(ctx, index)
+    evict_at = time.time()  # wall clock, to line records up with the daemons' logs
     ev = ctx.evictor.evict(mode) if cond != "warm" else {"mode": mode, "removed_bytes": 0, "seconds": 0.0}
+    ev["at"] = evict_at
     ctx.tracer.reset()
     time.sleep(ctx.args.gap)
     rec: dict[str, Any] = {"index": index, "test_index": j, "program": name, "chain": chain, "mode": mode}
@@ -1490,6 +1492,7 @@ def test_launch(cond: str, ctx: Ctx, j: int, name: str, launcher: Launcher, daem
         apps = daemon.predictions(ctx.uid, 5)
         rec["memo_top5"] = apps
         rec["memo_hit1"], rec["memo_hit5"] = hit(prog, apps, 1), hit(prog, apps, 5)
+    rec["launched_at"] = time.time()
     r, secs = launcher.launch(prog, chain, ctx.args.timeout)
     rec["seconds"] = secs
     rec["pages"] = ctx.tracer.snapshot()
@@ -1566,9 +1569,28 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         for k in (1, 5):
             hits = [r[f"memo_hit{k}"] for r in recs if r.get(f"memo_hit{k}") is not None]
             s[f"memo_top{k}_hit_rate"] = sum(hits) / len(hits) if hits else None
+        s["by_prediction"] = by_prediction(mine, cold, warm)
         s["daemon_usage"] = c.get("daemon_usage")
         summary[name] = s
     return summary
+
+
+def by_prediction(mine: dict[int, dict[str, Any]], cold: dict[int, dict[str, Any]],
+                  warm: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The test launches MEMO's top-1 named (hits) and the others (misses), apart: each set's count,
+    median time-to-ready against the same launch cold, and share of its cold->warm gap closed. Where the
+    remaining gap lies: in launches it predicted (the prefetch fell short) or in those it did not."""
+    out: dict[str, Any] = {}
+    for label, want in (("hits", True), ("misses", False)):
+        idx = [i for i, r in mine.items() if r.get("memo_hit1") is want and i in cold]
+        if not idx:
+            continue
+        vs_cold = [mine[i]["seconds"] / cold[i]["seconds"] - 1 for i in idx if cold[i]["seconds"] > 0]
+        both = [i for i in idx if i in warm]
+        closed = gap(*(sum(d[i]["seconds"] for i in both) for d in (cold, warm, mine))) if both else None
+        out[label] = {"launches": len(idx), "median_vs_cold": statistics.median(vs_cold) if vs_cold else None,
+                      "gap_closed": closed}
+    return out
 
 
 def per_app(recs: list[dict[str, Any]]) -> dict[str, float]:
@@ -1620,6 +1642,11 @@ def print_table(results: dict[str, Any]) -> None:
             parts = ", ".join(f"{k} {v:.1f} s / {u['peak_rss_bytes_test_by_part'].get(k, 0) / MB:.0f} MB"
                               for k, v in sorted(u["cpu_s_test_by_part"].items(), key=lambda kv: -kv[1]))
             print(f"{name}: test-phase CPU / peak RSS per part: {parts}")
+    for name, s in summary.items():
+        for label, x in (s.get("by_prediction") or {}).items():
+            med = "-" if x["median_vs_cold"] is None else f"{x['median_vs_cold']:+.1%}"
+            print(f"{name}: {x['launches']} {label} of its top-1: median {med} against the same launch "
+                  f"cold, {pct(x['gap_closed'])} of their cold->warm gap closed")
     apps = list(dict.fromkeys(a for s in summary.values() for a in s["per_app_median_s"]))
     print("\nmedian time-to-ready (s) per app over the test launches (n = launches of it)")
     first = next(iter(results["conditions"].values()))

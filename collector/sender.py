@@ -68,10 +68,27 @@ class Sender(threading.Thread):
                         self.spool.dir)
         return False
 
+    def _resume_seq(self) -> bool:
+        """With the spool's seq unknown (first start, next_seq lost), move it past the service's
+        highest seq from this source before anything is delivered."""
+        try:
+            stats = {s.source_id: s for s in self._client.sources()}
+        except (httpx.HTTPError, OSError, ValueError) as exc:
+            return self._unreachable(exc)
+        got = stats.get(self.spool.source_id)
+        self.spool.resume_after(got.seq if got is not None else -1)
+        return True
+
     def run(self) -> None:
         failures = 0
         while not self._halt.is_set():
             items = self.spool.pending()
+            if items and not self.spool.seq_known:
+                if not self._resume_seq():
+                    failures += 1
+                    self._halt.wait(BACKOFF_S[min(failures, len(BACKOFF_S)) - 1])
+                    continue
+                items = self.spool.pending()
             if not items:
                 self._wake.wait(0.5)
                 self._wake.clear()

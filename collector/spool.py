@@ -11,7 +11,10 @@ service drops a batch whose seq it has stored, so a seq handed out again after a
 events. `next_seq` therefore holds the boot it was written in (/proc/sys/kernel/random/boot_id): in the
 same boot it is exact (seqs stay dense, and a gap at the service means a lost batch); after a reboot the
 collector resumes SEQ_RESERVE seqs further on (more batches than the kernel keeps unwritten) and
-records that durably before the first batch.
+records that durably before the first batch. Where `next_seq` is missing or damaged, the seq is
+unknown: the sender asks the service for the highest seq it stored from this source before it delivers
+anything, and renumbers this run's batches past it (resume_after); batches of a previous run keep their
+seqs (one may be a retry of a batch the service already has).
 """
 
 from __future__ import annotations
@@ -59,9 +62,11 @@ class Spool:
         items = self.pending()
         self._boot = procfs.boot_id()
         stored, boot = self._read_next_seq()
-        if boot != self._boot and (stored or items):  # rebooted since: its last writes may be lost
+        self.seq_known = bool(boot)  # False: first start, or next_seq lost: see resume_after
+        if boot and boot != self._boot:  # rebooted since: its last writes may be lost
             stored += SEQ_RESERVE
         self._next_seq = max([stored] + [s.seq + 1 for s in items])
+        self._first_new = self._next_seq  # seqs from here on were handed out by this run
         self._write_next_seq(durable=True)
         self._bytes = sum(s.path.stat().st_size for s in items)
         if items:
@@ -76,8 +81,32 @@ class Spool:
             return 0, ""
 
     def _write_next_seq(self, durable: bool = False) -> None:
-        text = f"{self._next_seq} {self._boot}"
+        # without the boot while the seq is unknown: a crash before the service was asked keeps it so
+        text = f"{self._next_seq} {self._boot}" if self.seq_known else str(self._next_seq)
         helpers.atomic_write(self.dir / "next_seq", text.encode(), durable=durable)
+
+    def resume_after(self, high: int) -> int:
+        """The service's highest stored seq from this source is `high` (-1: none): with the seq unknown
+        at start, this run's batches and seqs move past it, else the service would drop them as
+        duplicates. Returns how many batches were renumbered."""
+        with self._lock:
+            moved = 0
+            if not self.seq_known and self._first_new <= high:
+                seq = high + 1
+                for item in self.pending():
+                    if item.seq < self._first_new:
+                        continue
+                    batch = EventBatch.model_validate_json(item.path.read_bytes())
+                    data = batch.model_copy(update={"seq": seq}).model_dump_json().encode()
+                    helpers.atomic_write(self.dir / f"{seq:012d}-{item.events}.json", data, durable=False)
+                    item.path.unlink()
+                    seq, moved = seq + 1, moved + 1
+                self._next_seq = max(self._next_seq, seq)
+                log.warning("spool: next_seq was lost; the service holds seqs up to %d from %s: resuming "
+                            "at %d (%d batches renumbered)", high, self.source_id, self._next_seq, moved)
+            self.seq_known = True
+            self._write_next_seq(durable=True)
+            return moved
 
     def pending(self) -> list[Spooled]:
         items = (_parse(p) for p in self.dir.glob("*.json"))

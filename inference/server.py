@@ -1,9 +1,10 @@
-"""Two listeners, one process, one event loop: the Unix socket (full API) and TCP (read-only).
+"""Three listeners, one process, one event loop: the Unix socket (full API), each user's socket and TCP
+(read-only).
 
-Both are uvicorn servers on sockets bound here, so permissions are set before anyone can connect and
+All are uvicorn servers on sockets bound here, so permissions are set before anyone can connect and
 port 0 works (the bound port is logged and written to <run_dir>/inference.port). The Unix server runs
-the lifespan; the TCP server starts after it is up and stops first. uvicorn's own signal capture is
-replaced by one handler that stops both. Started as root, the process binds, writes the port file,
+the lifespan; the others start after it is up and stop first. uvicorn's own signal capture is
+replaced by one handler that stops all three. Started as root, the process binds, writes the port file,
 then becomes inference.run_as before anything else (inference/runas.py).
 """
 
@@ -33,10 +34,34 @@ from memo.config import Config
 log = logging.getLogger(__name__)
 
 
+TICK_S = 1.0
+"""How often each listener's loop wakes while idle (uvicorn's own: 10 times a second, for a date header
+it refreshes once a second): three listeners were 30 wakeups a second of an idle service."""
+
+
 class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._exit = asyncio.Event()
+
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
-        yield  # signals are handled once for both servers in serve()
+        yield  # signals are handled once for all servers in serve()
+
+    def exit(self) -> None:
+        self.should_exit = True
+        self._exit.set()
+
+    async def main_loop(self) -> None:
+        """uvicorn's loop (on_tick: the date header, should_exit) at one tick a second, each tick
+        counted as ten of its own; exit() ends the wait at once."""
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 10) % 864000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exit.wait(), TICK_S)
+            should_exit = await self.on_tick(counter)
 
 
 def bind_unix(path: Path, mode: int, group: str | None) -> socket.socket:
@@ -105,9 +130,9 @@ async def serve(config: Config) -> None:
     sys.setswitchinterval(0.001)
 
     def stop() -> None:
-        tcp.should_exit = True
-        user.should_exit = True
-        unix.should_exit = True
+        tcp.exit()
+        user.exit()
+        unix.exit()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)

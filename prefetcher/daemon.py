@@ -247,11 +247,11 @@ class Prefetcher:
         self.gauge = PressureGauge(self.pcfg.psi_some_avg10_max)
         self.tuner = cgroups.CgroupTuner(cfg.paths.data_dir / STATE_FILE, self.pcfg.swappiness_low,
                                          dry_run=self.dry_run)
-        self.feedback = FeedbackTracker()
+        self.evictions = activity.Evictions()
+        self.feedback = FeedbackTracker(evictions=self.evictions.count)
         self.hold_until: dict[str, float] = {}
         self.stop = threading.Event()
         self.reads = activity.ForeignReads()
-        self.evictions = activity.Evictions()
         self.version = 0  # of the service's rankings, as last seen
         self.launches: int | None = None  # the service's launch count, as last seen
         self.plan: list[Span] = []
@@ -467,6 +467,7 @@ class Prefetcher:
             self.launches = ch.launches
             if launched:
                 self._launch_seen_at = time.time()
+                self.feedback.launch_began(self._launch_seen_at)
                 self._after_launch()
                 ch = self.source.changes(ch.version, 0.0) or ch  # rankings refreshed meanwhile
                 self.launches = ch.launches

@@ -2,11 +2,15 @@
 
 A page-cache action is resolved when the app launches — the service's launch notice, once the
 launch's start-up reads are over, or else a process of it seen starting after the action, settle_s
-later — or when its horizon runs out without a launch. Used = prefetched pages still
-resident once the launch has done its start-up reads; wasted = the rest (evicted before or never
-launched). Whether the launch touched a resident page is not visible per page from user space without
-idle-page tracking (absent on this kernel), so pages resident after the launch count as used — an
-upper bound that bench/launch.py measures exactly (it records what a launch really reads).
+later — or when its horizon runs out without a launch. Used = prefetched pages still resident when the
+launch began: all of them where the kernel evicted no page cache between the action and the launch's
+start (the eviction counters of /proc/vmstat, read when a launch is seen: no file is opened on the
+launch's time), else those still resident once the launch has done its start-up reads (an eviction
+after the start would otherwise count pages the launch had as wasted: on a loaded machine, reclaim
+right after a launch is the rule). Wasted = the rest (evicted before, or never launched). Whether the
+launch touched a resident page is not visible per page from user space without idle-page tracking
+(absent on this kernel), so pages there for the launch count as used — an upper bound that
+bench/launch.py measures exactly (it records what a launch really reads).
 A swap-in action is resolved after its horizon: used = the drop of the processes' VmSwap (pages the
 program touched back), wasted = the rest.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +28,7 @@ from pydantic import ValidationError
 
 from memo import procfs
 from memo.contract import FeedbackBatch, FeedbackItem
-from prefetcher import pagecache, swapin
+from prefetcher import activity, pagecache, swapin
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +69,14 @@ class Pending:
     pids: list[int] = field(default_factory=list)
     launched_at: float | None = None
     resolve_at: float | None = None  # when the launch's start-up reads are over
+    evictions_at: int = 0  # the eviction count just after the action
+    clean_until: float | None = None  # the latest launch start seen with no eviction since the action
 
 
 class FeedbackTracker:
-    def __init__(self, settle_s: float = 5.0) -> None:
+    def __init__(self, settle_s: float = 5.0, evictions: Callable[[], int] | None = None) -> None:
         self.settle_s = settle_s
+        self.evictions = evictions or activity.Evictions().count
         self.pending: list[Pending] = []
         self.ready: list[FeedbackItem] = []
         self._scanned_at = -SCAN_EVERY_S  # monotonic time of the last /proc scan
@@ -78,7 +86,15 @@ class FeedbackTracker:
             now = time.time()
             self.pending.append(Pending(result.app, uid, "pagecache", now,
                                         now + max(horizon_s, MIN_HORIZON_S), result.prefetched,
-                                        files=result.files))
+                                        files=result.files, evictions_at=self.evictions()))
+
+    def launch_began(self, at: float) -> None:
+        """A launch (of some program) began at `at`: the page-cache actions the kernel has evicted
+        nothing since are wholly there for it, whatever reclaim does after."""
+        count = self.evictions()
+        for p in self.pending:
+            if p.action == "pagecache" and p.evictions_at == count:
+                p.clean_until = at
 
     def swapin_done(self, uid: int, result: swapin.SwapinResult, horizon_s: float) -> None:
         if result.pids:
@@ -125,7 +141,11 @@ class FeedbackTracker:
                 if p.launched_at is not None:
                     p.resolve_at = p.launched_at + self.settle_s
             if p.resolve_at is not None and now >= p.resolve_at:
-                used = min(pagecache.resident_bytes(p.files), p.bytes_prefetched)
+                if p.clean_until is not None and p.launched_at is not None \
+                        and p.clean_until >= p.launched_at:
+                    used = p.bytes_prefetched  # nothing evicted before the launch began
+                else:
+                    used = min(pagecache.resident_bytes(p.files), p.bytes_prefetched)
                 return FeedbackItem(app=p.app, uid=p.uid, action="pagecache", ts=p.ts, launched=True,
                                     bytes_prefetched=p.bytes_prefetched, bytes_used=used,
                                     bytes_wasted=p.bytes_prefetched - used)

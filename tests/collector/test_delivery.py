@@ -1,5 +1,6 @@
 """Delivery to the real inference service: the receiver killed for 10 s mid-stream and restarted,
-every event arrives exactly once (counted by the service's GET /v1/sources)."""
+every event arrives exactly once (counted by the service's GET /v1/sources); a spool whose next_seq
+was lost resumes past the seqs the service holds."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from collector.sender import Sender
+from collector.spool import Spool
 from memo.client import unix_http
-from memo.contract import SourceStats
+from memo.contract import ExecEvent, SourceStats
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf]
 REPO = Path(__file__).resolve().parents[2]
@@ -162,4 +165,36 @@ def test_programs_started_while_the_collector_was_down_are_recorded(start_collec
     finally:
         for p in procs:
             p.kill()
+        inference.stop()
+
+
+def test_a_lost_next_seq_resumes_past_what_the_service_stored(collector_env, tmp_path) -> None:
+    """next_seq damaged with nothing pending: before it delivers, the sender asks the service which
+    seqs it holds from the source, so the new batches are stored, not dropped as duplicates of old ones
+    (and a first start asks the same, of a service that holds none)."""
+    source = f"test-seq-{os.getpid()}"
+    inference = Inference(collector_env, tmp_path / "inference.log")
+    inference.start()
+
+    def deliver(spool: Spool, n: int) -> None:
+        for i in range(n):
+            spool.append([ExecEvent(ts_ns=i, pid=100 + i, ppid=1, uid=0, cgroup_id=1, comm="x",
+                                    filename="/bin/true")])
+        sender = Sender(spool, inference.socket)
+        sender.start()
+        assert sender.drain(30), "delivered"
+
+    try:
+        first = Spool(tmp_path / "c", source, 10**9)
+        assert not first.seq_known, "a first start: nothing stored says where the seqs are"
+        deliver(first, 3)
+        assert inference.sources()[source].seq == 2
+        (first.dir / "next_seq").write_text("garbage")
+        again = Spool(tmp_path / "c", source, 10**9)
+        assert not again.seq_known
+        deliver(again, 2)
+        got = inference.sources()[source]
+        assert (got.batches, got.events, got.seq) == (5, 5, 4), got
+        assert Spool(tmp_path / "c", source, 10**9).seq_known, "resolved, and written down"
+    finally:
         inference.stop()

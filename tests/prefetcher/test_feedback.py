@@ -1,15 +1,17 @@
 """Feedback: a page-cache action is resolved by the service's launch notice or, failing that, by a
-process of the program seen starting in /proc (scanned at most every SCAN_EVERY_S); used = what is
-still resident once the launch's start-up reads are over, on a real file and real processes."""
+process of the program seen starting in /proc (scanned at most every SCAN_EVERY_S); used = all of it
+where the kernel evicted nothing between the action and the launch's start, else what is still resident
+once the launch's start-up reads are over; on real files, real processes and the real page cache."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
-from prefetcher import feedback, pagecache, swapin
+from prefetcher import activity, feedback, pagecache, swapin
 
 PAGE = 4096
 
@@ -72,3 +74,51 @@ def test_an_action_whose_program_never_starts_is_all_waste_after_its_horizon(tmp
     tracker.poll(time.time() + feedback.MIN_HORIZON_S + 1)
     [item] = tracker.ready
     assert not item.launched and item.bytes_wasted == 2 * PAGE and item.bytes_used == 0
+
+
+def _evict(path: Path) -> None:
+    """Page cache really dropped: the file written back, then drop_caches (the eviction counters move)
+    and DONTNEED on the file itself."""
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("1")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def test_an_eviction_after_the_launch_began_does_not_make_its_prefetch_waste(tmp_path: Path) -> None:
+    """The launch had every page when it began; reclaim right after it (the rule on a loaded machine,
+    and bench/replay's next eviction) must not turn them into waste."""
+    data = tmp_path / "lib.so"
+    data.write_bytes(b"x" * 16 * PAGE)
+    evictions = activity.Evictions()
+    tracker = feedback.FeedbackTracker(settle_s=0.0, evictions=evictions.count)
+    tracker.pagecache_done(1000, _action(data, "/usr/bin/app"), horizon_s=60)
+    began = time.time()
+    tracker.launch_began(began)
+    before = evictions.count()
+    _evict(data)
+    assert evictions.count() != before and pagecache.resident_bytes(tracker.pending[0].files) < 16 * PAGE
+    tracker.launched("/usr/bin/app", began)
+    tracker.poll()
+    [item] = tracker.ready
+    assert item.bytes_used == 16 * PAGE and item.bytes_wasted == 0
+
+
+def test_an_eviction_before_the_launch_began_counts_what_it_took_as_waste(tmp_path: Path) -> None:
+    data = tmp_path / "lib.so"
+    data.write_bytes(b"x" * 16 * PAGE)
+    evictions = activity.Evictions()
+    tracker = feedback.FeedbackTracker(settle_s=0.0, evictions=evictions.count)
+    tracker.pagecache_done(1000, _action(data, "/usr/bin/app"), horizon_s=60)
+    _evict(data)
+    left = pagecache.resident_bytes(tracker.pending[0].files)
+    assert left < 16 * PAGE
+    began = time.time()
+    tracker.launch_began(began)
+    tracker.launched("/usr/bin/app", began)
+    tracker.poll()
+    [item] = tracker.ready
+    assert item.bytes_used <= left and item.bytes_wasted >= 16 * PAGE - left
