@@ -92,16 +92,18 @@ class Spool:
         with self._lock:
             moved = 0
             if not self.seq_known and self._first_new <= high:
-                seq = high + 1
-                for item in self.pending():
-                    if item.seq < self._first_new:
-                        continue
+                mine = [item for item in self.pending() if item.seq >= self._first_new]
+                shift = high + 1 - mine[0].seq if mine and mine[0].seq <= high else 0
+                # all up by the same shift, highest first: a new name never lands on a batch still
+                # waiting for its own, and the order of delivery stays
+                for item in reversed(mine if shift else []):
                     batch = EventBatch.model_validate_json(item.path.read_bytes())
+                    seq = item.seq + shift
                     data = batch.model_copy(update={"seq": seq}).model_dump_json().encode()
                     helpers.atomic_write(self.dir / f"{seq:012d}-{item.events}.json", data, durable=False)
                     item.path.unlink()
-                    seq, moved = seq + 1, moved + 1
-                self._next_seq = max(self._next_seq, seq)
+                    moved += 1
+                self._next_seq = max(self._next_seq + shift, high + 1)
                 log.warning("spool: next_seq was lost; the service holds seqs up to %d from %s: resuming "
                             "at %d (%d batches renumbered)", high, self.source_id, self._next_seq, moved)
             self.seq_known = True

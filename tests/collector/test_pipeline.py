@@ -108,3 +108,33 @@ def test_spool_orders_resumes_and_bounds(tmp_path: Path) -> None:
     assert isinstance(batch.events[0], LostEvent) and batch.events[0].count >= 1
     stored = EventBatch.model_validate_json(small.pending()[-1].path.read_bytes())
     assert stored.seq == batch.seq and stored.events == batch.events
+
+
+def test_spool_renumbers_this_runs_batches_past_the_service_without_losing_one(tmp_path: Path) -> None:
+    """next_seq lost, four batches spooled (seqs 0-3) while the service already holds up to seq 1: they
+    move to 2-5, each whole, none written over by another's new name."""
+    spool = Spool(tmp_path, "src", max_bytes=10**9)
+    assert not spool.seq_known
+    for i in range(4):
+        spool.append([_exec(i)])
+    assert spool.resume_after(1) == 4
+    left = spool.pending()
+    assert [s.seq for s in left] == [2, 3, 4, 5]
+    batches = [EventBatch.model_validate_json(s.path.read_bytes()) for s in left]
+    assert [b.seq for b in batches] == [2, 3, 4, 5]
+    assert [b.events[0].pid for b in batches] == [0, 1, 2, 3]
+    assert spool.append([_exec(9)]).seq == 6 and spool.seq_known
+
+
+def test_spool_renumbering_keeps_every_batch_when_the_bound_dropped_the_first(tmp_path: Path) -> None:
+    """This run's batches no longer start at its first seq (the bound dropped 0-2): 3-5 with the
+    service at 3 move up together to 4-6, none written over."""
+    spool = Spool(tmp_path, "src", max_bytes=10**9)
+    for i in range(6):
+        spool.append([_exec(i)])
+    for item in spool.pending()[:3]:
+        spool.remove(item)
+    assert spool.resume_after(3) == 3
+    batches = [EventBatch.model_validate_json(s.path.read_bytes()) for s in spool.pending()]
+    assert [(b.seq, b.events[0].pid) for b in batches] == [(4, 3), (5, 4), (6, 5)]
+    assert spool.append([_exec(9)]).seq == 7
