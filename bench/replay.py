@@ -59,9 +59,12 @@ Conditions
 Eviction (`--modes`, alternating per test launch)
   drop      sync; echo 3 > /proc/sys/vm/drop_caches
   pressure  real memory pressure with swap on: a hog (in the bench's own process, so that MEMO's collector
-            sees no launch) allocates and writes anonymous memory in 64 MB steps until the file pages
-            (Active(file)+Inactive(file)) are below `--pressure-target-mb`, or another half of the swap
-            file is used, or 60 s passed, then frees it. To keep each hog short, a ballast process holds
+            sees no launch) allocates and writes anonymous memory in 64 MB steps until it holds all the
+            memory that was free (MemFree) and `--pressure-beyond-mb` (256) more, or another half of the
+            swap file is used, or 60 s passed, then frees it. The same demand in every condition: reclaim
+            takes about that much of page cache and anonymous memory, whatever the cache held (a hog
+            that stopped at a target of file pages did nothing after a condition that kept the cache
+            small). To keep each hog short, a ballast process holds
             mlocked memory for the whole run (MemAvailable at start minus `--ballast-leave-gb`, default
             6 GB, so about 6 GB stay for page cache, apps and daemons; 0 = no ballast), and a swap file of
             `--swap-gb` (default 4) is on for the whole run; both go at the end. Swap and ballast are there
@@ -77,7 +80,13 @@ Measurements
   (memo-prefetcher, preload) since the eviction, and those of them the launch's process tree did not use
   (read, fault or map) before it was ready. What the daemon's other processes fault back in of their own
   files after an eviction (MEMO's inference service and vLLM engine) is reported apart ("own re-reads");
-  a breakdown by inserting command is kept in the JSON.
+  a breakdown by inserting command is kept in the JSON. Over the whole test phase as well ("test phase
+  pages"): a page the daemon read counts as used when any launch uses it before it leaves the cache, so a
+  prefetch that outlived a pressure eviction and served the launch after it counts as used there, while
+  the per-launch figures count it as never used (and the next launch's as not prefetched).
+  The daemon's work in the gap after each eviction and during each launch (CPU seconds, bytes its
+  processes caused to be read from storage, their major faults; per part: collector, inference,
+  prefetcher, supervisor) from /proc/PID/stat and /proc/PID/io, with the launches slower than cold listed.
   Daemon CPU seconds (utime+stime of the live tree plus the cutime/cstime of its members, plus the last
   sample of members whose time leaves the tree) and peak RSS and PSS (sums over the tree), sampled every
   0.5 s, over the whole condition and over the test phase.
@@ -87,8 +96,10 @@ daemon's root pid (started behind a `read` so that it cannot fork before it is r
 launcher shells, followed through sched:sched_process_fork, cleared on exit.
 filemap:mm_filemap_add_to_page_cache by a daemon pid marks (dev, ino, index) pages in an LRU hash (1M
 entries) with the current generation; filemap:mm_filemap_get_pages, _map_pages and _fault by a launch
-pid mark them used. An eviction bumps the generation (O(1) clear). At most 512 pages are marked per
-event; the rest are counted as unmarked.
+pid mark them used. An eviction bumps the generation (O(1) clear). A second id, set at the start of the
+test phase, marks the same pages for the whole phase; a page a launch inserts itself is unmarked (the
+daemon's copy of it was evicted). At most 512 pages are marked per event; the rest are counted as
+unmarked.
 
 preload configuration: cycle 2 s (the smallest sensible value: preload scans and predicts every cycle and
 updates its model half a cycle later, so the cycle must be even), minsize 100 kB, exeprefix/mapprefix
@@ -600,13 +611,15 @@ BPF_TEXT = r"""
 #define LAUNCH 2
 
 struct pkey { u64 ino; u64 index; u32 dev; u32 pad; };
-struct pval { u32 gen; u32 tgid; u32 used; u32 pad; };
+struct pval { u32 gen; u32 tgid; u32 used; u32 life; u32 used_life; u32 pad; };
 struct tval { u64 inserted; u64 used; char comm[16]; };
 
 BPF_HASH(roles, u32, u8, 65536);                                 /* tid -> DAEMON | LAUNCH */
 BPF_TABLE("lru_hash", struct pkey, struct pval, pages, 1048576);  /* pages a daemon inserted */
 BPF_HASH(by_tgid, u32, struct tval, 4096);                       /* per inserting process */
+BPF_HASH(life_by_tgid, u32, struct tval, 4096);  /* the same over a phase, whatever evictions came */
 BPF_ARRAY(gen, u32, 1);
+BPF_ARRAY(life, u32, 1);
 BPF_ARRAY(stats, u64, 4);  /* 0 inserted unmarked, 1 used unmarked, 2 launch misses, 3 daemon events */
 
 static __always_inline void count(int i, u64 n) {
@@ -638,19 +651,29 @@ TRACEPOINT_PROBE(filemap, mm_filemap_add_to_page_cache) {
     u8 *r = roles.lookup(&tgid);
     if (!r) return 0;
     u64 n = 1ULL << (args->order & 15);
-    if (*r == LAUNCH) { count(2, n); return 0; }
-    u32 z = 0;
-    u32 *g = gen.lookup(&z);
-    if (!g) return 0;
     struct pkey k = {};
     k.ino = args->i_ino;
     k.dev = args->s_dev;
-    struct pval v = {};
-    v.gen = *g;
-    v.tgid = tgid;
     u64 base = args->index;
     u32 lim = n < CAP ? n : CAP;
     asm volatile("" : "+r"(lim));
+    if (*r == LAUNCH) {  /* the launch read it itself: a daemon's earlier copy of the page is gone */
+        count(2, n);
+        for (u32 i = 0; i < CAP; i++) {
+            if (i >= lim) break;
+            k.index = base + i;
+            pages.delete(&k);
+        }
+        return 0;
+    }
+    u32 z = 0;
+    u32 *g = gen.lookup(&z);
+    u32 *l = life.lookup(&z);
+    if (!g || !l) return 0;
+    struct pval v = {};
+    v.gen = *g;
+    v.life = *l;
+    v.tgid = tgid;
     for (u32 i = 0; i < CAP; i++) {  /* an LRU hash update does not fail for want of room */
         if (i >= lim) break;
         k.index = base + i;
@@ -663,6 +686,11 @@ TRACEPOINT_PROBE(filemap, mm_filemap_add_to_page_cache) {
         __sync_fetch_and_add(&t->inserted, marked);
         bpf_get_current_comm(&t->comm, sizeof(t->comm));  /* the latest: after exec */
     }
+    struct tval *lt = life_by_tgid.lookup_or_try_init(&tgid, &zero);
+    if (lt) {
+        __sync_fetch_and_add(&lt->inserted, marked);
+        bpf_get_current_comm(&lt->comm, sizeof(lt->comm));
+    }
     if (n > marked) count(0, n - marked);
     count(3, 1);
     return 0;
@@ -674,8 +702,9 @@ static __always_inline int use_range(u32 dev, u64 ino, u64 first, u64 last) {
     if (!r || *r != LAUNCH || last < first) return 0;
     u32 z = 0;
     u32 *g = gen.lookup(&z);
-    if (!g) return 0;
-    u32 cur = *g;
+    u32 *l = life.lookup(&z);
+    if (!g || !l) return 0;
+    u32 cur = *g, cur_life = *l;
     u64 n = last - first + 1;
     struct pkey k = {};
     k.ino = ino;
@@ -686,11 +715,17 @@ static __always_inline int use_range(u32 dev, u64 ino, u64 first, u64 last) {
         if (i >= lim) break;
         k.index = first + i;
         struct pval *v = pages.lookup(&k);
-        if (v && v->gen == cur && !v->used) {
+        if (!v) continue;
+        u32 owner = v->tgid;
+        if (v->gen == cur && !v->used) {
             v->used = 1;
-            u32 owner = v->tgid;
             struct tval *t = by_tgid.lookup(&owner);
             if (t) __sync_fetch_and_add(&t->used, 1);
+        }
+        if (v->life == cur_life && !v->used_life) {
+            v->used_life = 1;
+            struct tval *lt = life_by_tgid.lookup(&owner);
+            if (lt) __sync_fetch_and_add(&lt->used, 1);
         }
     }
     if (n > CAP) count(1, n - CAP);
@@ -729,7 +764,8 @@ class PageTracer:
         self.gen_map = self.bpf["gen"]
         self.stats = self.bpf["stats"]
         self.by_tgid = self.bpf["by_tgid"]
-        self.generation = 0
+        self.life_map, self.life_by_tgid = self.bpf["life"], self.bpf["life_by_tgid"]
+        self.generation = self.life = 0
 
     def add_root(self, pid: int, role: int) -> None:
         self.roles[ct.c_uint(pid)] = ct.c_ubyte(role)
@@ -745,16 +781,32 @@ class PageTracer:
         for i in range(4):
             self.stats[ct.c_int(i)] = ct.c_ulonglong(0)
 
-    def snapshot(self) -> dict[str, Any]:
+    def start_life(self) -> None:
+        """From here on, pages a daemon inserts count as used when any launch uses them before they
+        leave the cache, across evictions (life_snapshot); what a launch reads itself unmarks a page."""
+        self.life += 1
+        self.life_map[ct.c_int(0)] = ct.c_uint(self.life)
+        self.life_by_tgid.clear()
+
+    def life_snapshot(self) -> dict[str, dict[str, int]]:
+        """Per inserting comm since start_life: prefetched_bytes, used_bytes (by any launch, however
+        many evictions later); the rest was never used (evicted unused, or still unused now)."""
+        return self._by_comm(self.life_by_tgid)[0]
+
+    def _by_comm(self, table: Any) -> tuple[dict[str, dict[str, int]], int, int]:
         by_comm: dict[str, dict[str, int]] = {}
         inserted = used = 0
-        for _, v in self.by_tgid.items():
+        for _, v in table.items():
             comm = v.comm.decode(errors="replace") or "?"
             c = by_comm.setdefault(comm, {"prefetched_bytes": 0, "used_bytes": 0})
             c["prefetched_bytes"] += v.inserted * PAGE
             c["used_bytes"] += v.used * PAGE
             inserted += v.inserted
             used += v.used
+        return by_comm, inserted, used
+
+    def snapshot(self) -> dict[str, Any]:
+        by_comm, inserted, used = self._by_comm(self.by_tgid)
         st = [self.stats[ct.c_int(i)].value for i in range(4)]
         return {"prefetched_bytes": inserted * PAGE, "used_bytes": used * PAGE,
                 "never_used_bytes": (inserted - used) * PAGE, "by_comm": by_comm,
@@ -871,13 +923,45 @@ class Sampler(threading.Thread):
             except OSError:
                 cmd = comm = "?"
             parts = (("memo-collector", "collector"), ("memo-inference", "inference"),
-                     ("memo-prefetcher", "prefetcher"), ("VLLM", "llm-engine"),
+                     ("memo-prefetcher", "prefetcher"), ("VLLM", "llm-engine"), ("lstm_train", "inference"),
                      ("memo.supervisor", "supervisor"), ("resource_tracker", "inference"))
             name = next((n for key, n in parts if key in cmd or key in comm), None)
             if name is None:  # perhaps not yet renamed (vLLM sets its process title after start)
                 return comm
             self.names[pid] = name
         return name
+
+    def work(self) -> dict[tuple[int, int], tuple[str, int, int, int]]:
+        """Per live daemon process (pid, start time): its part, CPU ticks (utime+stime), bytes it caused
+        to be read from storage (read_bytes of /proc/PID/io: its readahead, page faults and swap-ins)
+        and major faults. Two of these around a window say what the daemon did in it."""
+        out: dict[tuple[int, int], tuple[str, int, int, int]] = {}
+        with self.lock:
+            for pid in self.tracer.ids(DAEMON):
+                f = stat_fields(pid) if self._is_process(pid) else None
+                if f is None:
+                    continue
+                try:
+                    io = Path(f"/proc/{pid}/io").read_text()
+                except OSError:
+                    continue
+                read = next((int(x.split()[1]) for x in io.splitlines() if x.startswith("read_bytes:")), 0)
+                out[(pid, int(f[19]))] = (self._part(pid), int(f[11]) + int(f[12]), read, int(f[9]))
+        return out
+
+    @staticmethod
+    def work_between(a: dict[tuple[int, int], tuple[str, int, int, int]],
+                     b: dict[tuple[int, int], tuple[str, int, int, int]]) -> dict[str, dict[str, float]]:
+        """Per part: cpu_s, read_bytes and major_faults from sample a to sample b (a process that started
+        in between counts from zero; one that ended in between is not seen)."""
+        out: dict[str, dict[str, float]] = {}
+        for key, (part, ticks, read, majflt) in b.items():
+            _, t0, r0, m0 = a.get(key, (part, 0, 0, 0))
+            o = out.setdefault(part, {"cpu_s": 0.0, "read_bytes": 0, "major_faults": 0})
+            o["cpu_s"] += (ticks - t0) / TICK
+            o["read_bytes"] += read - r0
+            o["major_faults"] += majflt - m0
+        return out
 
     def add_reaped_root(self, pid: int, cpu_s: float) -> None:
         with self.lock:
@@ -1302,14 +1386,14 @@ def ballast(leave_bytes: int) -> Iterator[dict[str, Any]]:
         p.wait()
 
 
-def hog(target: int, swap_floor: int, limit_s: float, chunk: int = 64 * MB) -> int:
-    """Allocate and write anonymous memory in this process until the file pages are below target, SwapFree
+def hog(demand: int, swap_floor: int, limit_s: float, chunk: int = 64 * MB) -> int:
+    """Allocate and write anonymous memory in this process until `demand` bytes are allocated, SwapFree
     is below swap_floor or limit_s passed; free it all again. MB allocated. (In-process, not a child: a
     process exec'd for it would be a launch to MEMO's collector.)"""
     chunks: list[bytearray] = []
     t0 = time.monotonic()
     try:
-        while (file_pages() > target and meminfo("SwapFree") > swap_floor
+        while (len(chunks) * chunk < demand and meminfo("SwapFree") > swap_floor
                and time.monotonic() - t0 < limit_s):
             chunks.append(bytearray(b"\x01") * chunk)  # written in full: every page faulted in
         return len(chunks) * chunk // MB
@@ -1318,8 +1402,13 @@ def hog(target: int, swap_floor: int, limit_s: float, chunk: int = 64 * MB) -> i
 
 
 class Evictor:
-    def __init__(self, target_bytes: int, swap_total: int, limit_s: float = 60.0) -> None:
-        self.target, self.limit_s = target_bytes, limit_s
+    """drop: drop_caches. pressure: a hog asking for all free memory and `beyond_bytes` more, the same
+    demand whatever the page cache holds, so reclaim takes about that much from every condition (a hog
+    that stopped once the file pages were below a target did nothing at all after a condition that kept
+    the cache small: 12 of MEMO's 15 pressure evictions in one run, 6 of cold's)."""
+
+    def __init__(self, beyond_bytes: int, swap_total: int, limit_s: float = 60.0) -> None:
+        self.beyond, self.limit_s = beyond_bytes, limit_s
         self.swap_share = swap_total // 2
 
     def evict(self, mode: str) -> dict[str, Any]:
@@ -1331,7 +1420,8 @@ class Evictor:
         else:
             # the hog may push at most half the swap file into swap on top of what is there already
             floor = max(meminfo("SwapFree") - self.swap_share, 256 * MB)
-            rec["hog_mb"] = hog(self.target, floor, self.limit_s)
+            rec["free_before_bytes"] = meminfo("MemFree")
+            rec["hog_mb"] = hog(rec["free_before_bytes"] + self.beyond, floor, self.limit_s)
             rec["swap_used_bytes"] = meminfo("SwapTotal") - meminfo("SwapFree")
         rec["seconds"] = time.perf_counter() - t
         after = file_pages()
@@ -1449,9 +1539,11 @@ def run_condition(cond: str, ctx: Ctx, out: dict[str, Any]) -> None:
                 prev = r
             time.sleep(args.gap)
         sampler.set_phase("test")
+        ctx.tracer.start_life()
         for j, name in enumerate(ctx.test):
-            rec, prev = test_launch(cond, ctx, j, name, launcher, daemon, prev)
+            rec, prev = test_launch(cond, ctx, j, name, launcher, daemon, prev, sampler)
             out["test"].append(rec)
+            out["pages_test_phase"] = ctx.tracer.life_snapshot()
             ctx.progress.step(f"{cond} test {name} {rec['seconds']:.2f}s")
         sampler.set_phase("end")
         if isinstance(daemon, Memo):
@@ -1476,8 +1568,10 @@ def run_condition(cond: str, ctx: Ctx, out: dict[str, Any]) -> None:
 
 
 def test_launch(cond: str, ctx: Ctx, j: int, name: str, launcher: Launcher, daemon: Daemon,
-                prev: Running | None) -> tuple[dict[str, Any], Running]:
-    """Evict (not for warm), wait the gap, ask MEMO, launch, read the page marks, kill the previous app."""
+                prev: Running | None, sampler: Sampler) -> tuple[dict[str, Any], Running]:
+    """Evict (not for warm), wait the gap, ask MEMO, launch, read the page marks, kill the previous app.
+    The daemon's work (CPU, storage reads, major faults per part) is recorded for the gap after the
+    eviction and for the launch: what it does while the user waits is its cost."""
     index = len(ctx.learn) + j
     mode = ctx.modes[j % len(ctx.modes)]
     prog = ctx.programs[name]
@@ -1486,15 +1580,21 @@ def test_launch(cond: str, ctx: Ctx, j: int, name: str, launcher: Launcher, daem
     ev = ctx.evictor.evict(mode) if cond != "warm" else {"mode": mode, "removed_bytes": 0, "seconds": 0.0}
     ev["at"] = evict_at
     ctx.tracer.reset()
+    watch = daemon.name != "none"
+    w_evicted = sampler.work() if watch else {}
     time.sleep(ctx.args.gap)
     rec: dict[str, Any] = {"index": index, "test_index": j, "program": name, "chain": chain, "mode": mode}
     if isinstance(daemon, Memo):
         apps = daemon.predictions(ctx.uid, 5)
         rec["memo_top5"] = apps
         rec["memo_hit1"], rec["memo_hit5"] = hit(prog, apps, 1), hit(prog, apps, 5)
+    w_launch = sampler.work() if watch else {}
     rec["launched_at"] = time.time()
     r, secs = launcher.launch(prog, chain, ctx.args.timeout)
     rec["seconds"] = secs
+    if watch:
+        rec["daemon_work"] = {"gap": Sampler.work_between(w_evicted, w_launch),
+                              "launch": Sampler.work_between(w_launch, sampler.work())}
     rec["pages"] = ctx.tracer.snapshot()
     rec["evict"] = ev
     launcher.stop(prev)
@@ -1565,6 +1665,12 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
                 else:
                     own += x["prefetched_bytes"]
         s.update(prefetched_bytes=pre, used_bytes=used, never_used_bytes=pre - used, own_reread_bytes=own)
+        if "pages_test_phase" in c:  # any launch's use counts, however many evictions later
+            ph = [x for comm, x in c["pages_test_phase"].items() if comm in PREFETCHING_COMMS]
+            pre_ph, used_ph = sum(x["prefetched_bytes"] for x in ph), sum(x["used_bytes"] for x in ph)
+            s["test_phase_pages"] = {"prefetched_bytes": pre_ph, "used_bytes": used_ph,
+                                     "never_used_bytes": pre_ph - used_ph,
+                                     "never_used_share": (pre_ph - used_ph) / pre_ph if pre_ph else None}
         s["evicted_bytes_mean"] = statistics.mean(r["evict"]["removed_bytes"] for r in recs) if recs else 0
         for k in (1, 5):
             hits = [r[f"memo_hit{k}"] for r in recs if r.get(f"memo_hit{k}") is not None]
@@ -1590,7 +1696,20 @@ def by_prediction(mine: dict[int, dict[str, Any]], cold: dict[int, dict[str, Any
         closed = gap(*(sum(d[i]["seconds"] for i in both) for d in (cold, warm, mine))) if both else None
         out[label] = {"launches": len(idx), "median_vs_cold": statistics.median(vs_cold) if vs_cold else None,
                       "gap_closed": closed}
+        for window in ("gap", "launch"):  # what the daemon did while these launches waited and ran
+            works = [w for i in idx if (w := mine[i].get("daemon_work", {}).get(window)) is not None]
+            if works:
+                out[label][f"daemon_{window}"] = {
+                    k: statistics.median(sum(x[k] for x in w.values()) for w in works)
+                    for k in ("cpu_s", "read_bytes", "major_faults")}
     return out
+
+
+def work_line(work: dict[str, dict[str, float]]) -> str:
+    """'prefetcher 0.12 s 30 MB, inference ...' for one window of a record's daemon_work."""
+    parts = sorted(work.items(), key=lambda kv: -(kv[1]["cpu_s"] + kv[1]["read_bytes"] / (100 * MB)))
+    return ", ".join(f"{k} {v['cpu_s']:.2f} s {v['read_bytes'] / MB:.0f} MB {v['major_faults']:.0f} flt"
+                     for k, v in parts if v["cpu_s"] >= 0.01 or v["read_bytes"] >= MB) or "nothing"
 
 
 def per_app(recs: list[dict[str, Any]]) -> dict[str, float]:
@@ -1633,6 +1752,12 @@ def print_table(results: dict[str, Any]) -> None:
           "not use before it was ready; CPU: the daemon's tree over the condition (test phase); RSS/PSS:\n"
           "tree sums")
     for name, s in summary.items():
+        if (ph := s.get("test_phase_pages")) and ph["prefetched_bytes"]:
+            print(f"{name}: over the whole test phase it read ahead {mb(ph['prefetched_bytes'])} MB, of "
+                  f"which {mb(ph['never_used_bytes'])} MB ({pct(ph['never_used_share'])}) no launch used "
+                  "before they left the cache (a page that outlived an eviction and served a later launch "
+                  "counts as used here, not in the per-launch columns)")
+    for name, s in summary.items():
         if s.get("own_reread_bytes"):
             print(f"{name}: its other processes read {s['own_reread_bytes'] / MB:.0f} MB of their own files "
                   "back in after the evictions")
@@ -1647,6 +1772,24 @@ def print_table(results: dict[str, Any]) -> None:
             med = "-" if x["median_vs_cold"] is None else f"{x['median_vs_cold']:+.1%}"
             print(f"{name}: {x['launches']} {label} of its top-1: median {med} against the same launch "
                   f"cold, {pct(x['gap_closed'])} of their cold->warm gap closed")
+            for window in ("gap", "launch"):
+                if (w := x.get(f"daemon_{window}")) is not None:
+                    print(f"    the daemon in the {window} (median): {w['cpu_s']:.2f} s CPU, "
+                          f"{w['read_bytes'] / MB:.0f} MB read from storage, "
+                          f"{w['major_faults']:.0f} major faults")
+    cold = {r["test_index"]: r for r in results["conditions"].get("cold", {}).get("test", [])}
+    for name, c in results["conditions"].items():
+        slow = [r for r in c["test"] if "daemon_work" in r and r["test_index"] in cold
+                and r["seconds"] > 1.02 * cold[r["test_index"]]["seconds"]]
+        if slow:
+            print(f"{name}: launches slower than the same launch cold, and what the daemon did (CPU, storage "
+                  "reads, major faults per part)")
+        for r in slow:
+            top = (r.get("memo_top5") or ["-"])[0].rsplit("/", 1)[-1]
+            print(f"  #{r['index']} {r['program']} ({r['mode']}, {r['chain']}, top-1 {top}) "
+                  f"{r['seconds'] / cold[r['test_index']]['seconds'] - 1:+.0%}: "
+                  f"gap: {work_line(r['daemon_work']['gap'])}; "
+                  f"launch: {work_line(r['daemon_work']['launch'])}")
     apps = list(dict.fromkeys(a for s in summary.values() for a in s["per_app_median_s"]))
     print("\nmedian time-to-ready (s) per app over the test launches (n = launches of it)")
     first = next(iter(results["conditions"].values()))
@@ -1728,8 +1871,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--swap-gb", type=int, default=4, help="swap file size for pressure mode (default 4)")
     ap.add_argument("--ballast-leave-gb", type=float, default=6.0,
                     help="ballast = MemAvailable minus this (default 6; 0 = no ballast)")
-    ap.add_argument("--pressure-target-mb", type=int, default=200,
-                    help="the hog stops when file pages fall below this (default 200)")
+    ap.add_argument("--pressure-beyond-mb", type=int, default=256,
+                    help="the hog asks for all free memory and this much more (default 256)")
     ap.add_argument("--timeout", type=float, default=180.0, help="seconds a launch may take to be ready")
     ap.add_argument("--out", default="replay.json", help="file name under bench/results")
     ap.add_argument("--show-sequence", action="store_true", help="print mapping and sequence, then exit")
@@ -1811,7 +1954,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "pressure" in args.mode_list:
                 stack.enter_context(swapfile(f"{args.swap_gb}G", where=Path("/var/tmp")))
                 results["ballast"] = stack.enter_context(ballast(int(args.ballast_leave_gb * 2**30)))
-            evictor = Evictor(args.pressure_target_mb * MB, meminfo("SwapTotal"))
+            evictor = Evictor(args.pressure_beyond_mb * MB, meminfo("SwapTotal"))
             ctx = Ctx(args, work, uid, gid, home, tracer, drainer, evictor, programs, learn, test,
                       tuple(results["chains"]), args.mode_list, progress)
             for cond in args.condition_list:

@@ -111,3 +111,12 @@ class Evictions:
         now = self.count()
         moved, self._last = now != self._last, now
         return moved
+
+    def settled(self, wait_s: float, stop: threading.Event) -> bool:
+        """Whether the kernel evicted nothing for wait_s (waited here; False when stopped meanwhile):
+        reclaim under pressure goes on for seconds, and what is read back while it does is taken again."""
+        before = self.count()
+        if stop.wait(wait_s):
+            return False
+        self._last = self.count()
+        return self._last == before

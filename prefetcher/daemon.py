@@ -8,11 +8,11 @@ observe: memory pressure (PSI) and MemAvailable; and, after a launch, whether it
 predict: the service's rankings (or a static list given on the command line).
 act: one plan per round — the profiles of the predictions weighed range by range (plan.py), read where
 the chance of use beats the cost; then swap-in and cgroup protection of running predicted programs.
-A plan is read once per launch, and again only after the kernel evicted some of it (at most
-READS_PER_ROUND times): an unused profile is never re-read every cycle. What a read found or left wholly
-resident is not looked at again until the kernel evicts page cache (or SETTLED_TTL_S passed). A new
-launch interrupts a plan in progress. Then feedback is resolved and sent, cgroups of programs no longer
-predicted are restored.
+A plan is read once per launch, and again only after the kernel evicted some of it, once that eviction
+is over (at most READS_PER_ROUND times): an unused profile is never re-read every cycle. What a read
+found or left wholly resident is not looked at again until the kernel evicts page cache (or SETTLED_TTL_S
+passed). A new launch interrupts a plan in progress. Then feedback is resolved and sent, cgroups of
+programs no longer predicted are restored.
 SIGTERM/SIGINT end the loop and restore every cgroup value it changed.
 """
 
@@ -53,6 +53,10 @@ USERS_TTL_S = 60.0
 """How long the service's list of users is used before it is asked again (change notices name new ones)."""
 READS_PER_ROUND = 2
 """Reads of one plan per launch: the first, and one more after an eviction took some of it."""
+EVICTION_SETTLE_S = 0.3
+"""An eviction's re-read waits until the kernel evicted nothing for this long: a memory-pressure
+eviction goes on for seconds (in bench/replay 5-25 s), and a re-read during it was taken again, leaving
+the launch after it with nothing read."""
 QUIET_READ_BPS = 2 * 1024 * 1024
 """Disk reads by other processes below this (bytes/s) mean a launch is done reading."""
 QUIET_FOR_S = 1.0
@@ -264,6 +268,7 @@ class Prefetcher:
         self._launch_seen_at: float | None = None  # Unix time of the latest launch notice
         self._signature: list[tuple[int, str, float]] = []  # of the predictions the plan was made from
         self._retry = False  # a round was skipped under memory pressure
+        self._reread_owed = False  # an eviction took some of the plan; re-read once it is over
         self.watcher: ChangeWatcher | None = None  # the open long-poll, once the service sends notices
         self.cpu: Counter[str] = Counter()  # the loop's own CPU seconds by part (logged at the end)
 
@@ -334,9 +339,10 @@ class Prefetcher:
                 candidates.append(Candidate(app, w.uid, p.probability, useful.get(app, 1.0), profile,
                                             p.horizon_s))
         with self._timed("weigh"):
-            self.plan = weigh(candidates, self.pcfg.per_app_cap_bytes)
+            self.plan = weigh(candidates, self.pcfg.per_app_cap_bytes, self.pcfg.min_probability)
         self.candidates = {c.app: c for c in candidates}
         self.plan_reads = 0
+        self._reread_owed = False
         self.evictions.happened()  # evictions before this read are behind it
         self._read_plan(report, budget)
         return report  # holds that ran out are given back by step(), after every round or wait
@@ -379,12 +385,19 @@ class Prefetcher:
             log.info("a launch began: prefetch interrupted after %d bytes", report.prefetched)
 
     def reread(self) -> CycleReport | None:
-        """After an eviction: read again what the kernel took of the current plan (once per round)."""
+        """After an eviction: read again what the kernel took of the current plan (once per round), once
+        the eviction is over and memory no longer under pressure; until then the re-read stays owed
+        (a wait that ends with the pressure would otherwise never come back to it)."""
         if not self.plan or self.plan_reads >= READS_PER_ROUND:
+            self._reread_owed = False
             return None
+        self._reread_owed = True
+        if not self.evictions.settled(EVICTION_SETTLE_S, self.stop):
+            return CycleReport(False, reason="evictions go on")
         pressure = self.gauge.read()
         if pressure.high:
             return CycleReport(False, reason=f"pressure {pressure}")
+        self._reread_owed = False
         report = CycleReport(True)
         self._read_plan(report, Budget.from_meminfo(self.pcfg.budget_share))
         return report
@@ -475,7 +488,7 @@ class Prefetcher:
             if first or launched or self._retry or ch.version != self.version:
                 self.version = ch.version
                 planned = self.cycle(force=first or launched or self._retry).reason != UNCHANGED
-            if not planned and self.evictions.happened():
+            if not planned and (self.evictions.happened() or self._reread_owed):
                 self.reread()
         with self._timed("feedback"):
             self._restore_unpredicted(time.time())

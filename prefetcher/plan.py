@@ -83,8 +83,11 @@ def _profile_spans(profile: AppProfile, cap: int) -> dict[str, list[tuple[int, i
     return hit
 
 
-def weigh(candidates: Iterable[Candidate], per_app_cap: int) -> list[Span]:
-    """Every page range of the candidates' profiles with its summed weight, heaviest first."""
+def weigh(candidates: Iterable[Candidate], per_app_cap: int, min_weight: float = 0.0) -> list[Span]:
+    """Every page range of the candidates' profiles with its summed weight above min_weight, heaviest
+    first. What weighs no more is never read (prefetch_spans stops there), so it is not built: the
+    unlikely predictions' profiles are most of the ranges, and the plan is weighed again after every
+    launch."""
     holders: dict[str, list[tuple[Candidate, list[tuple[int, int]]]]] = defaultdict(list)
     for c in candidates:
         if c.weight > 0:
@@ -95,9 +98,12 @@ def weigh(candidates: Iterable[Candidate], per_app_cap: int) -> list[Span]:
         if len(held) == 1:  # most files are one program's: its merged spans as they are, no sweep
             c, spans = held[0]
             w = min(c.weight, 1.0)
-            out.extend(Span(w, path, s, e, c.app, c.uid) for s, e in spans)
-        else:
+            if w > min_weight:
+                out.extend(Span(w, path, s, e, c.app, c.uid) for s, e in spans)
+        elif sum(c.weight for c, _ in held) > min_weight:
+            first = len(out)
             _sweep(path, held, out)
+            out[first:] = [s for s in out[first:] if s.weight > min_weight]
     out.sort(key=lambda s: (-s.weight, s.path, s.start))
     return out
 

@@ -15,6 +15,15 @@ def profile(app: str, *ranges: tuple[str, int, int]) -> AppProfile:
     return AppProfile(app=app, launches=1, bytes=sum(r.length for r in rs), ranges=rs)
 
 
+def _random_candidates(rng: random.Random, n: int, p: tuple[float, float], files: int, most: int
+                       ) -> list[Candidate]:
+    """1 to `most` programs, each with 1-7 ranges over `files` shared files, probabilities in p."""
+    return [Candidate(f"app{i}", 1000 + i, rng.uniform(*p), 1.0, profile(f"app{i}-{n}", *[
+                (f"/f{rng.randrange(files)}", rng.randrange(40), rng.randrange(1, 9))
+                for _ in range(rng.randrange(1, 8))]))
+            for i in range(rng.randrange(1, most + 1))]
+
+
 def test_shared_ranges_weigh_the_sum_of_their_programs() -> None:
     """An interpreter's library shared by two scripts counts for both; each script's own files for one."""
     a = Candidate("a", 1, 0.5, 1.0, profile("a", ("/lib", 0, 10), ("/a", 0, 1)))
@@ -41,10 +50,7 @@ def test_every_page_weighs_what_its_holders_weigh_together() -> None:
     holders' (at most 1), its owner the heaviest, and it appears once."""
     rng = random.Random(7)
     for n in range(50):
-        cands = [Candidate(f"app{i}", 1000 + i, rng.uniform(0.05, 0.7), 1.0, profile(f"app{i}-{n}", *[
-                     (f"/f{rng.randrange(4)}", rng.randrange(40), rng.randrange(1, 9))
-                     for _ in range(rng.randrange(1, 8))]))
-                 for i in range(rng.randrange(1, 4))]
+        cands = _random_candidates(rng, n, (0.05, 0.7), files=4, most=3)
         want: dict[tuple[str, int], tuple[float, str]] = {}
         for path in {r.path for c in cands for r in c.profile.ranges}:
             for page in range(60):
@@ -60,6 +66,20 @@ def test_every_page_weighs_what_its_holders_weigh_together() -> None:
                 assert (s.path, page) not in got
                 got[(s.path, page)] = (round(s.weight, 9), s.owner)
         assert got == {k: (round(w, 9), o) for k, (w, o) in want.items()}
+
+
+def test_a_plan_leaves_out_only_what_would_never_be_read() -> None:
+    """With min_weight, the plan is the full plan less the spans weighing no more than it (the reader
+    stops at the first of those): a low-probability profile still adds its weight where it shares a file."""
+    rng = random.Random(11)
+    for n in range(50):
+        cands = _random_candidates(rng, n, (0.02, 0.5), files=5, most=4)
+        full = weigh(cands, 1 << 40)
+        for m in (0.0, 0.1, 0.3):
+            assert weigh(cands, 1 << 40, m) == [s for s in full if s.weight > m]
+    low = Candidate("low", 1, 0.1, 1.0, profile("low", ("/lib", 0, 4), ("/own", 0, 4)))
+    high = Candidate("high", 1, 0.25, 1.0, profile("high", ("/lib", 0, 4)))
+    assert [(s.path, round(s.weight, 2)) for s in weigh([low, high], 1 << 40, 0.3)] == [("/lib", 0.35)]
 
 
 def test_worth_reading_charges_eviction_once_free_memory_is_used() -> None:
