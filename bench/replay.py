@@ -118,7 +118,8 @@ at --learn 20 --test 12: a test launch takes about 7 s (eviction: drop 0.1 s, pr
 gap; the launch), a learning launch about 4 s, a warm one 4.5 s. That makes about 3.5 min for cold, 2 min
 for warm, 6 min for preload and 8 min for memo (its start, the LLM loading included, and the wait until the
 CPUs are quiet again take 1-2 min), plus about 1 min of setup (first runs, ballast): 20-25 minutes; add
-the package installs on a fresh machine (chromium is about 100 MB).
+the package installs on a fresh machine (chromium is about 100 MB). Since the hog asks for MemFree + 256 MB
+in every condition, a pressure eviction takes 18-24 s and a default run about 31 minutes.
 
 Helpers reused from tests/lab.py: swapfile, meminfo. bench/launch.py's drop_caches is not imported: that
 module allocates a 256 MB buffer and imports the prefetcher at import time, which would sit in this
