@@ -159,6 +159,7 @@ sys.path.insert(0, str(REPO))
 
 from memo import helpers  # noqa: E402
 from memo.client import unix_http  # noqa: E402
+from prefetcher import activity  # noqa: E402
 from tests.lab import meminfo, swapfile  # noqa: E402
 
 VENV_PY = REPO / ".venv" / "bin" / "python"
@@ -943,10 +944,9 @@ class Sampler(threading.Thread):
                 if f is None:
                     continue
                 try:
-                    io = Path(f"/proc/{pid}/io").read_text()
+                    read = activity.read_bytes(pid)
                 except OSError:
                     continue
-                read = next((int(x.split()[1]) for x in io.splitlines() if x.startswith("read_bytes:")), 0)
                 out[(pid, int(f[19]))] = (self._part(pid), int(f[11]) + int(f[12]), read, int(f[9]))
         return out
 

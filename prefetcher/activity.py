@@ -42,9 +42,10 @@ def disk_read_bytes(disks: set[str], proc: Path = PROC) -> int:
     return total
 
 
-def own_read_bytes(proc: Path = PROC) -> int:
-    """Bytes this process caused to be read from storage (its readahead included)."""
-    for line in (proc / "self" / "io").read_text().splitlines():
+def read_bytes(pid: int | str = "self", proc: Path = PROC) -> int:
+    """Bytes a process (this one by default) caused to be read from storage: its readahead, page faults
+    and swap-ins included."""
+    for line in (proc / str(pid) / "io").read_text().splitlines():
         if line.startswith("read_bytes:"):
             return int(line.split()[1])
     return 0
@@ -69,7 +70,7 @@ class ForeignReads:
 
     def _sample(self) -> tuple[float, int]:
         try:
-            return time.monotonic(), disk_read_bytes(self.disks, self.proc) - own_read_bytes(self.proc)
+            return time.monotonic(), disk_read_bytes(self.disks, self.proc) - read_bytes(proc=self.proc)
         except OSError:
             return time.monotonic(), 0
 
