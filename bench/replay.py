@@ -1571,17 +1571,19 @@ def run_condition(cond: str, ctx: Ctx, out: dict[str, Any]) -> None:
 def test_launch(cond: str, ctx: Ctx, j: int, name: str, launcher: Launcher, daemon: Daemon,
                 prev: Running | None, sampler: Sampler) -> tuple[dict[str, Any], Running]:
     """Evict (not for warm), wait the gap, ask MEMO, launch, read the page marks, kill the previous app.
-    The daemon's work (CPU, storage reads, major faults per part) is recorded for the gap after the
-    eviction and for the launch: what it does while the user waits is its cost."""
+    The daemon's work (CPU, storage reads, major faults per part) is recorded for the eviction (which
+    also holds its work after the previous launch), the gap after it and the launch: what it does while
+    the user waits is its cost."""
     index = len(ctx.learn) + j
     mode = ctx.modes[j % len(ctx.modes)]
     prog = ctx.programs[name]
     chain = chain_of(ctx, index)
+    watch = daemon.name != "none"
+    w_start = sampler.work() if watch else {}
     evict_at = time.time()  # wall clock, to line records up with the daemons' logs
     ev = ctx.evictor.evict(mode) if cond != "warm" else {"mode": mode, "removed_bytes": 0, "seconds": 0.0}
     ev["at"] = evict_at
     ctx.tracer.reset()
-    watch = daemon.name != "none"
     w_evicted = sampler.work() if watch else {}
     time.sleep(ctx.args.gap)
     rec: dict[str, Any] = {"index": index, "test_index": j, "program": name, "chain": chain, "mode": mode}
@@ -1594,7 +1596,8 @@ def test_launch(cond: str, ctx: Ctx, j: int, name: str, launcher: Launcher, daem
     r, secs = launcher.launch(prog, chain, ctx.args.timeout)
     rec["seconds"] = secs
     if watch:
-        rec["daemon_work"] = {"gap": Sampler.work_between(w_evicted, w_launch),
+        rec["daemon_work"] = {"evict": Sampler.work_between(w_start, w_evicted),
+                              "gap": Sampler.work_between(w_evicted, w_launch),
                               "launch": Sampler.work_between(w_launch, sampler.work())}
     rec["pages"] = ctx.tracer.snapshot()
     rec["evict"] = ev
@@ -1677,9 +1680,21 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             hits = [r[f"memo_hit{k}"] for r in recs if r.get(f"memo_hit{k}") is not None]
             s[f"memo_top{k}_hit_rate"] = sum(hits) / len(hits) if hits else None
         s["by_prediction"] = by_prediction(mine, cold, warm)
+        s["daemon_cpu_s_by_window"] = cpu_by_window(recs)
         s["daemon_usage"] = c.get("daemon_usage")
         summary[name] = s
     return summary
+
+
+def cpu_by_window(recs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """The daemon's CPU seconds per window of the test launches (evict, gap, launch) and part."""
+    out: dict[str, dict[str, float]] = {}
+    for r in recs:
+        for window, parts in r.get("daemon_work", {}).items():
+            o = out.setdefault(window, {})
+            for part, w in parts.items():
+                o[part] = round(o.get(part, 0.0) + w["cpu_s"], 2)
+    return out
 
 
 def by_prediction(mine: dict[int, dict[str, Any]], cold: dict[int, dict[str, Any]],
@@ -1768,6 +1783,9 @@ def print_table(results: dict[str, Any]) -> None:
             parts = ", ".join(f"{k} {v:.1f} s / {u['peak_rss_bytes_test_by_part'].get(k, 0) / MB:.0f} MB"
                               for k, v in sorted(u["cpu_s_test_by_part"].items(), key=lambda kv: -kv[1]))
             print(f"{name}: test-phase CPU / peak RSS per part: {parts}")
+        for window, by in (s.get("daemon_cpu_s_by_window") or {}).items():
+            print(f"{name}: CPU in the {window} windows: " + ", ".join(
+                f"{k} {v:.2f} s" for k, v in sorted(by.items(), key=lambda kv: -kv[1])))
     for name, s in summary.items():
         for label, x in (s.get("by_prediction") or {}).items():
             med = "-" if x["median_vs_cold"] is None else f"{x['median_vs_cold']:+.1%}"

@@ -19,6 +19,10 @@ from memo.client import InferenceClient
 log = logging.getLogger(__name__)
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per POST is noise
 BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
+IDLE_WAIT_S = 30.0
+"""With nothing spooled the thread sleeps until a batch is sealed (notify); the timeout is only a
+safety net. (A 0.5 s timer woke it twice a second for nothing: under memory pressure each wake-up
+faults the collector's memory back in.)"""
 
 
 class Sender(threading.Thread):
@@ -90,7 +94,7 @@ class Sender(threading.Thread):
                     continue
                 items = self.spool.pending()
             if not items:
-                self._wake.wait(0.5)
+                self._wake.wait(IDLE_WAIT_S)  # a batch is on disk before notify() sets this
                 self._wake.clear()
                 continue
             for item in items:

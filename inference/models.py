@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from inference import priority
+from inference.llm import runtime as llm_runtime
 from inference.metrics import Metrics
 from inference.predictors import Context, Launch, Population, UserModel
 from inference.segment import SHELLS, NewLaunch
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 CACHE_K = 20  # depth of each user's cached ranking; deeper asks are computed on demand
 TRAIN_QUIET_S = 2.0  # deferred training waits this long after the latest launch (its start-up runs then)
+LLM_POLL_S = 0.5  # how soon the trainer takes an asynchronous LLM answer into the rankings
 MAX_DEFER_S = 30.0  # ... but no longer than this, however often programs start
 SETTLE_S = 0.5
 """A launch of a shell script waits this long before the models learn it: launcher scripts (Debian's
@@ -134,6 +136,7 @@ class Models:
         self._lock = threading.Lock()  # users, snapshot consistency
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
+        self._train_wake = threading.Event()  # a launch was learned (or the service stops)
         self._dirty = False
         self._settling: dict[int, tuple[float, NewLaunch]] = {}  # launch id -> (due, launch)
         self._settle_lock = threading.Lock()
@@ -142,6 +145,7 @@ class Models:
 
     def start(self) -> None:
         self._restore()
+        self._train_wake.set()  # restored models may be due a round
         for target, name in ((self._observer, "memo-observer"), (self._trainer, "memo-trainer")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -155,6 +159,7 @@ class Models:
         self._flush_settling()
         self._queue.put(_STOP)
         self._stopping.set()
+        self._train_wake.set()
         for t in self._threads:
             t.join(timeout=30)
         self.snapshot()
@@ -296,6 +301,7 @@ class Models:
             self.last_app[uid] = app
             self.last_launch_id = max(self.last_launch_id, lid)
             self._dirty = True
+        self._train_wake.set()
 
     def _observer(self) -> None:
         priority.lower_this_thread()
@@ -327,11 +333,23 @@ class Models:
                 last_snap = time.monotonic()
 
     def _trainer(self) -> None:
+        """Sleeps until a launch was learned (only that gives a model training to do: its per-launch
+        step or a round), then waits for TRAIN_QUIET_S without launches (a program is starting: its
+        start-up gets the CPU), at most MAX_DEFER_S after the previous pass. No timer ticks (two a
+        second faulted the service's memory back in under memory pressure, for nothing), except while
+        an LLM runs asynchronously: its answer comes from the engine's thread, after the launch."""
         priority.lower_this_thread()
         last_round = time.monotonic()
-        while not self._stopping.wait(0.5):
-            if priority.since_launch() < TRAIN_QUIET_S and time.monotonic() - last_round < MAX_DEFER_S:
-                continue  # a program is starting: its start-up gets the CPU, training waits
+        while True:
+            scorer = llm_runtime.current()
+            self._train_wake.wait(None if scorer is None or scorer.synchronous else LLM_POLL_S)
+            self._train_wake.clear()
+            if self._stopping.is_set():
+                return
+            while (left := TRAIN_QUIET_S - priority.since_launch()) > 0 and \
+                    (room := MAX_DEFER_S - (time.monotonic() - last_round)) > 0:
+                if self._stopping.wait(min(left, room)):
+                    return
             last_round = time.monotonic()
             for uid, model in list(self.users.items()):
                 t0 = time.perf_counter()

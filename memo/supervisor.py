@@ -11,11 +11,14 @@ supervisor never leaves orphans. What it sees is written to <run_dir>/supervisor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,12 +42,14 @@ STABLE_S = 60.0
 READY_TIMEOUT_S = {"inference": 120.0, "collector": 180.0, "prefetcher": 60.0}
 STOP_TIMEOUT_S = 30.0
 TICK_S = 0.1
+"""Between passes while a service starts or waits for its restart."""
 ROTATE_CHECK_S = 30.0
 WATCH_S = 10.0
 """How often the watchdog looks at a running service (more often when services.watchdog_s is short)."""
-"""Between passes while a service starts or waits for its restart."""
-IDLE_TICK_S = 0.5
-"""Between passes while every service runs: a death is still seen within half a second."""
+IDLE_WAIT_MAX_S = 60.0
+"""While every service runs, the loop sleeps until a child exits (its pidfd), a READY notice or a signal
+arrives, or the watchdog or the log rotation is due: no timer ticks (two a second cost 1.3-2 s of CPU in
+a bench/replay session: each tick faulted the supervisor's memory back in under memory pressure)."""
 
 
 @dataclass
@@ -61,6 +66,13 @@ class Child:
     stalled_since: float | None = None  # monotonic time the watchdog first saw it stuck
     ready: bool = False  # it said READY=1 (memo.notify) since it was started
     next_watch: float = 0.0
+    pidfd: int | None = None  # readable once the process has exited
+
+    def forget(self) -> None:
+        """The process is gone (reaped): drop it and its pidfd."""
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+        self.proc, self.pidfd = None, None
 
     @property
     def pid(self) -> int | None:
@@ -77,6 +89,7 @@ class Supervisor:
         self.started = time.time()
         self._health: InferenceClient | None = None  # see _healthz
         self.notices: notify.Listener | None = None  # where the services say READY=1 (serve opens it)
+        self._wakeup: tuple[socket.socket, socket.socket] | None = None  # signal.set_wakeup_fd's pair
 
     # ---------------------------------------------------------------- health
 
@@ -106,6 +119,10 @@ class Supervisor:
         child.proc = subprocess.Popen(command(child.name), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                       env=env, start_new_session=True, preexec_fn=before_exec)
         out.close()
+        try:  # not reaped by anyone but this process, so the pid cannot be reused before this
+            child.pidfd = os.pidfd_open(child.proc.pid)
+        except OSError as exc:  # a kernel before 5.3: the loop's timeout still sees the exit
+            log.warning("no pidfd for %s: %s", child.name, exc)
         child.started_at = time.time()
         child.state = "starting"
         child.ready = False
@@ -124,7 +141,7 @@ class Supervisor:
         child.last_exit = rc
         child.history.append({"pid": child.proc.pid, "rc": rc, "ran_s": round(ran, 2), "at": time.time()})
         del child.history[:-10]
-        child.proc = None
+        child.forget()
         child.state = "backoff"
         child.next_start = time.monotonic() + delay
         self.run.pid_file(child.name).unlink(missing_ok=True)
@@ -149,7 +166,7 @@ class Supervisor:
             for f in (self.run.socket, self.run.user_socket, self.run.port_file):
                 f.unlink(missing_ok=True)
         child.last_exit = child.proc.returncode
-        child.proc = None
+        child.forget()
         child.state = "stopped"
         self.run.pid_file(child.name).unlink(missing_ok=True)
         self.save()
@@ -279,6 +296,33 @@ class Supervisor:
                 continue
             log.info("%s was over %d bytes: moved to %s.1", path, limit, path.name)
 
+    def _wait(self, next_rotate: float) -> None:
+        """Sleep until something needs a pass: TICK_S while a service starts or backs off; otherwise
+        until a child exits, a notice or a signal arrives, or the watchdog or log rotation is due."""
+        now = time.monotonic()
+        if not all(c.state == "running" for c in self.children.values()):
+            timeout = TICK_S
+        else:
+            due = [next_rotate, now + IDLE_WAIT_MAX_S]
+            if self.cfg.services.watchdog_s > 0:
+                due += [c.next_watch for c in self.children.values()]
+            timeout = max(0.0, min(due) - now)
+        fds = [c.pidfd for c in self.children.values() if c.pidfd is not None]
+        if any(c.proc is not None and c.pidfd is None for c in self.children.values()):
+            timeout = min(timeout, TICK_S)  # an exit only a poll can see
+        if self.notices is not None:
+            fds.append(self.notices.sock.fileno())
+        if self._wakeup is not None:
+            fds.append(self._wakeup[0].fileno())
+        try:
+            ready = select.select(fds, [], [], timeout)[0]
+        except OSError:
+            time.sleep(TICK_S)
+            return
+        if self._wakeup is not None and self._wakeup[0].fileno() in ready:
+            with contextlib.suppress(OSError):
+                self._wakeup[0].recv(4096)  # the signal's byte: its handler has run already
+
     def serve(self) -> int:
         def _stop(signum: int, _frame: object) -> None:
             if not self.stopping:
@@ -286,6 +330,11 @@ class Supervisor:
             self.stopping = True
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, _stop)
+        # a signal writes a byte here, which ends the loop's wait (select is otherwise resumed after it)
+        self._wakeup = socket.socketpair()
+        for end in self._wakeup:
+            end.setblocking(False)
+        signal.set_wakeup_fd(self._wakeup[1].fileno(), warn_on_full_buffer=False)
         self.confine()
         self.notices = notify.Listener(self.run.notify_socket)
         self.spawn(self.children["inference"])
@@ -296,8 +345,7 @@ class Supervisor:
                 if time.monotonic() >= next_rotate:
                     next_rotate = time.monotonic() + ROTATE_CHECK_S
                     self.rotate_logs()
-                steady = all(c.state == "running" for c in self.children.values())
-                time.sleep(IDLE_TICK_S if steady else TICK_S)
+                self._wait(next_rotate)
         finally:
             self.stopping = True
             self.save()
@@ -307,6 +355,9 @@ class Supervisor:
                 self.placement.remove()
             if self.notices is not None:
                 self.notices.close()
+            signal.set_wakeup_fd(-1)
+            for end in self._wakeup or ():
+                end.close()
             self.run.pid_file(SUPERVISOR).unlink(missing_ok=True)
         log.info("all services stopped")
         return 0

@@ -9,7 +9,8 @@ predict: the service's rankings (or a static list given on the command line).
 act: one plan per round — the profiles of the predictions weighed range by range (plan.py), read where
 the chance of use beats the cost; then swap-in and cgroup protection of running predicted programs.
 A plan is read once per launch, and again only after the kernel evicted some of it, once that eviction
-is over (at most READS_PER_ROUND times): an unused profile is never re-read every cycle. What a read
+is over (at most READS_PER_ROUND times): an unused profile is never re-read every cycle. No read starts
+while the kernel is evicting page cache: it waits until the eviction is over. What a read
 found or left wholly resident is not looked at again until the kernel evicts page cache (or SETTLED_TTL_S
 passed). A new launch interrupts a plan in progress. Then feedback is resolved and sent, cgroups of
 programs no longer predicted are restored.
@@ -52,7 +53,11 @@ PROFILES_KEPT = 32
 USERS_TTL_S = 60.0
 """How long the service's list of users is used before it is asked again (change notices name new ones)."""
 READS_PER_ROUND = 2
-"""Reads of one plan per launch: the first, and one more after an eviction took some of it."""
+"""Reads of one plan per launch that bring pages in: the first, and one more after an eviction took
+some of it."""
+TRIES_PER_ROUND = 6
+"""...and reads tried in all, those that brought nothing included (each checks the plan's files again:
+about 85 ms for 6,000 spans), so that a machine that evicts all the time costs a few checks per launch."""
 EVICTION_SETTLE_S = 0.3
 """An eviction's re-read waits until the kernel evicted nothing for this long: a memory-pressure
 eviction goes on for seconds (in bench/replay 5-25 s), and a re-read during it was taken again, leaving
@@ -261,6 +266,7 @@ class Prefetcher:
         self.plan: list[Span] = []
         self.candidates: dict[str, Candidate] = {}  # of the current plan
         self.plan_reads = 0
+        self.plan_tries = 0  # reads of the plan tried, whatever they brought
         self.settled: pagecache.Settled = {}  # spans wholly resident as of eviction count _settled_at
         self._settled_at: tuple[int, float] = (-1, 0.0)  # (eviction count, monotonic time)
         self._last_check = 0.0
@@ -341,9 +347,15 @@ class Prefetcher:
         with self._timed("weigh"):
             self.plan = weigh(candidates, self.pcfg.per_app_cap_bytes, self.pcfg.min_probability)
         self.candidates = {c.app: c for c in candidates}
-        self.plan_reads = 0
-        self._reread_owed = False
-        self.evictions.happened()  # evictions before this read are behind it
+        self.plan_reads = self.plan_tries = 0
+        if not self.evictions.settled(EVICTION_SETTLE_S, self.stop):
+            # the kernel is evicting page cache (memory pressure): what is read now is taken again before
+            # the launch it is for; the read stays owed and is done once the eviction is over (step's
+            # re-read path)
+            self._reread_owed = True
+            report.reason = "evictions go on: read owed"
+            return report
+        self._reread_owed = False  # settled(): evictions before this read are behind it
         self._read_plan(report, budget)
         return report  # holds that ran out are given back by step(), after every round or wait
 
@@ -366,7 +378,6 @@ class Prefetcher:
             results = pagecache.prefetch_spans(self.plan, budget, self.pcfg.min_probability,
                                                self.pcfg.evict_cost, free, self.dry_run, self._interrupted,
                                                self._settled_now())
-        self.plan_reads += 1
         for app, r in results.items():
             report.prefetched += r.prefetched
             c = self.candidates.get(app)
@@ -380,6 +391,11 @@ class Prefetcher:
                     self.feedback.pagecache_done(c.uid, r, c.horizon_s)
             for path, why in r.skipped.items():
                 log.debug("skipped %s for %s: %s", path, app, why)
+        self.plan_tries += 1
+        if report.prefetched:
+            # only a read that brought pages counts: one that found no room (memory taken by a hog in
+            # bench/replay, a lull in its reclaim) or nothing missing leaves the round its re-read
+            self.plan_reads += 1
         if self._stopped_for_launch:
             report.interrupted = True
             log.info("a launch began: prefetch interrupted after %d bytes", report.prefetched)
@@ -388,7 +404,7 @@ class Prefetcher:
         """After an eviction: read again what the kernel took of the current plan (once per round), once
         the eviction is over and memory no longer under pressure; until then the re-read stays owed
         (a wait that ends with the pressure would otherwise never come back to it)."""
-        if not self.plan or self.plan_reads >= READS_PER_ROUND:
+        if not self.plan or self.plan_reads >= READS_PER_ROUND or self.plan_tries >= TRIES_PER_ROUND:
             self._reread_owed = False
             return None
         self._reread_owed = True
@@ -514,6 +530,8 @@ class Prefetcher:
         try:
             if once:
                 self.cycle()
+                if self._reread_owed:  # deferred by evictions: one more try once they are over
+                    self.reread()
                 return 0
             while not self.stop.is_set():
                 try:

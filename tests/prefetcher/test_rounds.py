@@ -1,6 +1,7 @@
 """The prefetcher's rounds against the REAL inference service and kernel: a plan is read once per
 launch, again only after the kernel evicted it and the eviction is over (at most twice in all, never
-every cycle), and not while a launch that just began is still reading from disk."""
+every cycle), not while a launch that just began is still reading from disk, and not while the kernel is
+evicting page cache."""
 
 from __future__ import annotations
 
@@ -9,13 +10,18 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from memo.config import Config, PathsConfig, PrefetcherConfig
+from memo.contract import AppProfile, ProfileRange
 from prefetcher import syscalls
+from prefetcher.daemon import TRIES_PER_ROUND, Prefetcher, StaticSource
 from tests.inference.conftest import Service
 from tests.prefetcher.conftest import PREFETCHER
 from tests.prefetcher.test_daemon import UID, events
@@ -62,6 +68,7 @@ def test_reads_once_per_launch_again_after_eviction_and_holds_while_a_launch_rea
     other = tmp_path / "other-data"
     other.write_bytes(os.urandom(64 * MB))
     prefetcher = None
+    out = ""
     fd = os.open(data, os.O_RDONLY)
     try:
         evs = events("/usr/bin/true", str(app_b), data, 8)
@@ -95,12 +102,20 @@ def test_reads_once_per_launch_again_after_eviction_and_holds_while_a_launch_rea
 
         # reclaim that goes on for seconds (as under memory pressure): the re-read waits for its end,
         # instead of being taken again by it and leaving nothing for the launch after it
-        storm_end = time.monotonic() + 3
-        while time.monotonic() < storm_end:
-            os.sync()
-            Path("/proc/sys/vm/drop_caches").write_text("1")
-            time.sleep(0.1)
+        _evict_for(3)
         assert _until(lambda: _resident(fd) == 8 * MB, 5), "read again once the evictions were over"
+
+        # a launch during such reclaim: its round's first read, too, waits for the end of the evictions
+        storm = threading.Thread(target=_evict_for, args=(4,))
+        storm.start()
+        time.sleep(0.3)
+        launch = [{**e, "pid": e["pid"] + 200, "ts_ns": e["ts_ns"] + 2 * 10**9} for e in evs[-3:]]
+        posted = time.time()
+        body = {"source_id": "rounds", "seq": 2, "events": launch}
+        svc.unix.post("/v1/events", json=body).raise_for_status()
+        storm.join()
+        storm_over = time.time()
+        assert _until(lambda: _resident(fd) == 8 * MB, 5), "read once the evictions were over"
     finally:
         os.close(fd)
         if prefetcher is not None:
@@ -108,3 +123,63 @@ def test_reads_once_per_launch_again_after_eviction_and_holds_while_a_launch_rea
             out, _ = prefetcher.communicate(timeout=30)
             print(out)
         svc.stop()
+    during = [line for line in out.splitlines() if "read ahead" in line and app_b.name in line
+              and posted <= _logged_at(line) <= storm_over - 0.2]
+    assert not during, f"read while the kernel was evicting: {during}"
+
+
+def _evict_for(seconds: float) -> None:
+    """Page cache dropped every 0.1 s for `seconds`: reclaim that goes on, as under memory pressure."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("1")
+        time.sleep(0.1)
+
+
+def _logged_at(line: str) -> float:
+    """Unix time of a log line (memo.logs' format starts with asctime, local time)."""
+    try:
+        return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    except ValueError:
+        return 0.0
+
+
+def test_a_read_that_brought_nothing_leaves_the_round_its_re_read(tmp_path: Path) -> None:
+    """A read that found no room (the budget is MemAvailable's share: a hog took it) reads nothing; it
+    must not use up the round's re-read, or the launch after the hog finds its plan evicted and unread."""
+    data = tmp_path / "editor-data"
+    data.write_bytes(os.urandom(8 * MB))
+    profile = AppProfile(app=str(tmp_path / "memo-test-editor"), launches=1, bytes=8 * MB,
+                         ranges=[ProfileRange(path=str(data), offset=0, length=8 * MB)])
+    (tmp_path / "profile.json").write_text(profile.model_dump_json())
+    cfg = Config(paths=PathsConfig(run_dir=tmp_path / "run", data_dir=tmp_path / "state"),
+                 prefetcher=PrefetcherConfig(psi_some_avg10_max=100))
+    p = Prefetcher(cfg, StaticSource([], [tmp_path / "profile.json"], None))
+    fd = os.open(data, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        syscalls.drop_file_cache(fd)
+        assert p.cycle().prefetched == 8 * MB and _resident(fd) == 8 * MB
+        _drop_caches()
+        p.pcfg.budget_share = 1e-12  # no room: the re-read is granted nothing
+        r = p.reread()
+        assert r is not None and r.acted and r.prefetched == 0 and _resident(fd) == 0
+        p.pcfg.budget_share = 0.1
+        r = p.reread()
+        assert r is not None and r.prefetched == 8 * MB, "the re-read was used up by a read of nothing"
+        _drop_caches()
+        assert p.reread() is None and _resident(fd) == 0, "a third read that brings pages"
+
+        # reads that bring nothing are bounded too (each checks the plan's files again)
+        assert p.cycle().prefetched == 8 * MB, "a new round reads its plan"
+        _drop_caches()
+        p.pcfg.budget_share = 1e-12
+        tries = 0
+        while (r := p.reread()) is not None:
+            assert r.prefetched == 0
+            tries += 1
+            assert tries < 100
+        assert tries == TRIES_PER_ROUND - 1, tries
+    finally:
+        os.close(fd)
