@@ -348,14 +348,9 @@ class Prefetcher:
             self.plan = weigh(candidates, self.pcfg.per_app_cap_bytes, self.pcfg.min_probability)
         self.candidates = {c.app: c for c in candidates}
         self.plan_reads = self.plan_tries = 0
-        if not self.evictions.settled(EVICTION_SETTLE_S, self.stop):
-            # the kernel is evicting page cache (memory pressure): what is read now is taken again before
-            # the launch it is for; the read stays owed and is done once the eviction is over (step's
-            # re-read path)
-            self._reread_owed = True
+        if not self._evictions_over():  # step's re-read path reads the plan once they are
             report.reason = "evictions go on: read owed"
             return report
-        self._reread_owed = False  # settled(): evictions before this read are behind it
         self._read_plan(report, budget)
         return report  # holds that ran out are given back by step(), after every round or wait
 
@@ -400,6 +395,13 @@ class Prefetcher:
             report.interrupted = True
             log.info("a launch began: prefetch interrupted after %d bytes", report.prefetched)
 
+    def _evictions_over(self) -> bool:
+        """Whether the kernel evicted nothing for EVICTION_SETTLE_S (waited here); if it goes on, the
+        plan's read is owed: what is read while it evicts is taken again before the launch it is for."""
+        settled = self.evictions.settled(EVICTION_SETTLE_S, self.stop)
+        self._reread_owed = not settled
+        return settled
+
     def reread(self) -> CycleReport | None:
         """After an eviction: read again what the kernel took of the current plan (once per round), once
         the eviction is over and memory no longer under pressure; until then the re-read stays owed
@@ -407,13 +409,12 @@ class Prefetcher:
         if not self.plan or self.plan_reads >= READS_PER_ROUND or self.plan_tries >= TRIES_PER_ROUND:
             self._reread_owed = False
             return None
-        self._reread_owed = True
-        if not self.evictions.settled(EVICTION_SETTLE_S, self.stop):
+        if not self._evictions_over():
             return CycleReport(False, reason="evictions go on")
         pressure = self.gauge.read()
         if pressure.high:
+            self._reread_owed = True
             return CycleReport(False, reason=f"pressure {pressure}")
-        self._reread_owed = False
         report = CycleReport(True)
         self._read_plan(report, Budget.from_meminfo(self.pcfg.budget_share))
         return report
