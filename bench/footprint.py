@@ -96,11 +96,15 @@ from bench.replay import (  # noqa: E402
     warm_up_programs,
 )
 from memo import config as memo_config  # noqa: E402
+from memo import placement  # noqa: E402
 from memo.runtime import SERVICES, SUPERVISOR, RunDir, find_processes, is_alive, lock_holder, read_pid  # noqa: E402
+from prefetcher import activity  # noqa: E402
 
 GROUPS = (*SERVICES, SUPERVISOR)  # inference, collector, prefetcher, supervisor
 PARTS = ("launch", "idle", "replay")
 CONDITIONS = ("none", "memo")
+WEIGHT_ONLY = "memo-weight"
+"""--weight-only-too: MEMO as configured but its group out of the idle CPU class (cpu.idle 0), beside it."""
 DRY_RUN_ENV = {"MEMO_PREFETCHER__DRY_RUN": "1"}
 TARGETS = {  # the issue's targets: (value key, limit, unit)
     "idle_cpu_total": 0.01,
@@ -178,6 +182,8 @@ class Proc:
     comm: str
     cpu_ticks: int  # utime + stime
     mem_kb: dict[str, int] | None = None  # Rss, Pss, Pss_Anon, ... of smaps_rollup
+    majflt: int = 0
+    read_bytes: int = 0  # storage reads it caused (/proc/PID/io), when the sample asked for them
 
 
 @dataclass
@@ -242,8 +248,10 @@ def assign_groups(roots: dict[str, int | None], kids: dict[int, list[int]]) -> d
     return owner
 
 
-def take_sample(run: RunDir, memory: bool = True, roots: dict[str, int | None] | None = None) -> Sample:
-    """One look at MEMO's process trees: CPU ticks of every member, and smaps_rollup when `memory`."""
+def take_sample(run: RunDir, memory: bool = True, roots: dict[str, int | None] | None = None,
+                io: bool = False) -> Sample:
+    """One look at MEMO's process trees: CPU ticks and major faults of every member, smaps_rollup when
+    `memory`, the storage reads it caused when `io`."""
     boot = time.clock_gettime(time.CLOCK_BOOTTIME) * TICK
     s = Sample(time.monotonic(), time.time(), boot, roots if roots is not None else service_roots(run))
     for pid, (group, main) in assign_groups(s.roots, children_map()).items():
@@ -252,8 +260,28 @@ def take_sample(run: RunDir, memory: bool = True, roots: dict[str, int | None] |
             continue
         mem = smaps_rollup(pid) if memory else None
         s.procs.append(Proc(pid, int(f[19]), int(f[1]), group, main, comm_of(pid), int(f[11]) + int(f[12]),
-                            mem))
+                            mem, int(f[9]), own_read_bytes(pid) if io else 0))
     return s
+
+
+def own_read_bytes(pid: int) -> int:
+    try:
+        return activity.read_bytes(pid)
+    except (OSError, ValueError):
+        return 0
+
+
+def io_between(a: Sample, b: Sample) -> dict[str, dict[str, float]]:
+    """Per service: MB read from storage and major faults between two samples taken with `io` (processes
+    alive at both)."""
+    before = {(p.pid, p.start): p for p in a.procs}
+    out = {g: {"read_mb": 0.0, "major_faults": 0.0} for g in GROUPS}
+    for p in b.procs:
+        old = before.get((p.pid, p.start))
+        if old is not None:
+            out[p.group]["read_mb"] += max(0, p.read_bytes - old.read_bytes) / 1e6
+            out[p.group]["major_faults"] += max(0, p.majflt - old.majflt)
+    return out
 
 
 def labels(p: Proc) -> list[str]:
@@ -629,14 +657,19 @@ def part_launch(ctx: Ctx) -> dict[str, Any]:
                 if cond == "memo":
                     block["fresh_start"] = False
                 block["quiet_wait_s"] = wait_quiet(60)
+            conds = [cond]
+            if cond == "memo" and args.weight_only_too:  # which goes first alternates by round
+                conds = ["memo", WEIGHT_ONLY] if rnd % 2 == 0 else [WEIGHT_ONLY, "memo"]
             for i, p in enumerate(apps[b % len(apps):] + apps[:b % len(apps)]):  # app order rotates
-                rec = launch_once(ctx, launcher, p, cond, memo if cond == "memo" else None)
-                rec.update(round=rnd, block=b, position=i)
-                out["samples"].append(rec)
-                out["summary"] = launch_summary(out["samples"], [p.name for p in apps])
-                cpu = f"  (MEMO CPU {rec['memo_cpu_s']['total']:.2f} s)" if "memo_cpu_s" in rec else ""
-                LOG.line(f"launch round {rnd + 1}/{args.rounds} {cond:4} {p.name:8} "
-                         f"{rec['seconds']:.3f} s{cpu}")
+                for c in conds:
+                    with cpu_idle_off() if c == WEIGHT_ONLY else contextlib.nullcontext():
+                        rec = launch_once(ctx, launcher, p, c, memo if cond == "memo" else None)
+                    rec.update(round=rnd, block=b, position=i)
+                    out["samples"].append(rec)
+                    out["summary"] = launch_summary(out["samples"], [p.name for p in apps])
+                    cpu = f"  (MEMO CPU {rec['memo_cpu_s']['total']:.2f} s)" if "memo_cpu_s" in rec else ""
+                    LOG.line(f"launch round {rnd + 1}/{args.rounds} {c:4} {p.name:8} "
+                             f"{rec['seconds']:.3f} s{cpu}")
             if memo.active:
                 s = take_sample(ctx.run)
                 memo.remember(s)
@@ -662,33 +695,70 @@ def part_launch(ctx: Ctx) -> dict[str, Any]:
     return out
 
 
+@contextlib.contextmanager
+def cpu_idle_off() -> Iterator[None]:
+    """MEMO's group out of the idle CPU class for the duration (its CPU weight alone)."""
+    h = placement.hierarchies().get("cpu")
+    path = h.root / placement.GROUP / "cpu.idle" if h else None
+    if path is None or not path.exists():
+        raise RuntimeError("--weight-only-too: MEMO's cpu group has no cpu.idle here")
+    before = path.read_text().strip()
+    path.write_text("0")
+    try:
+        yield
+    finally:
+        path.write_text(before)
+
+
 def launch_once(ctx: Ctx, launcher: Launcher, p: Program, cond: str, memo: Memo | None) -> dict[str, Any]:
-    """drop_caches, --gap s, launch as the replay user until ready, stop it; MEMO's CPU over all of it."""
+    """drop_caches, --gap s, launch as the replay user until ready, stop it; MEMO's CPU over all of it,
+    and its CPU, storage reads and major faults from the launch's start to ready."""
     before = take_sample(ctx.run, memory=False) if memo else None
     drop_caches()
     time.sleep(ctx.args.gap)
+    mid = take_sample(ctx.run, memory=False, io=True) if memo else None
     r: Running | None = None
     try:
         r, seconds = launcher.launch(p, "direct", ctx.args.timeout)
         rec: dict[str, Any] = {"app": p.name, "condition": cond, "seconds": seconds,
                                "loadavg": Path("/proc/loadavg").read_text().split()[:3]}
-        if memo is not None and before is not None:
-            after = take_sample(ctx.run, memory=False)
+        if memo is not None and before is not None and mid is not None:
+            after = take_sample(ctx.run, memory=False, io=True)
             memo.remember(after)
-            c = cpu_between([before, after])
+            c = cpu_between([before, mid, after])
             rec["memo_cpu_s"] = c["cpu_s"]
             rec["memo_cpu_by_process_s"] = c["by_process_cpu_s"]
+            inside = rec["memo_in_launch"] = {"cpu_s": cpu_between([mid, after])["cpu_s"],
+                                              "io": io_between(mid, after)}
+            LOG.line(f"  in the launch: MEMO CPU {inside['cpu_s']['total']:.2f} s, read " +
+                     ", ".join(f"{g} {v['read_mb']:.1f} MB/{v['major_faults']:.0f} majflt"
+                               for g, v in inside["io"].items()))
         return rec
     finally:
         launcher.stop(r)
 
 
+def in_launch_medians(inside: list[dict[str, Any]]) -> dict[str, float] | None:
+    """Medians over launches of MEMO's CPU s, MB read and major faults from a launch's start to ready."""
+    if not inside:
+        return None
+    def med(f: Any) -> float:
+        return statistics.median(f(x) for x in inside)
+    return {"cpu_s": med(lambda x: x["cpu_s"]["total"]),
+            "read_mb": med(lambda x: sum(g["read_mb"] for g in x["io"].values())),
+            "major_faults": med(lambda x: sum(g["major_faults"] for g in x["io"].values())),
+            **{f"{g}_read_mb": med(lambda x, g=g: x["io"][g]["read_mb"]) for g in GROUPS},
+            **{f"{g}_cpu_s": med(lambda x, g=g: x["cpu_s"].get(g, 0.0)) for g in GROUPS}}
+
+
 def launch_summary(samples: list[dict[str, Any]], apps: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for a in apps:
-        by = {c: [s["seconds"] for s in samples if s["app"] == a and s["condition"] == c] for c in CONDITIONS}
+        conds = CONDITIONS + ((WEIGHT_ONLY,) if any(s["condition"] == WEIGHT_ONLY for s in samples) else ())
+        by = {c: [s["seconds"] for s in samples if s["app"] == a and s["condition"] == c] for c in conds}
         med = {c: statistics.median(v) if v else None for c, v in by.items()}
-        cost = med["memo"] / med["none"] - 1 if med["none"] and med["memo"] is not None else None
+        costs = {c: med[c] / med["none"] - 1 for c in conds[1:] if med["none"] and med[c] is not None}
+        cost = costs.get("memo")
         # paired per round: the two conditions of one round ran minutes apart at most
         rounds = sorted({s["round"] for s in samples if s["app"] == a})
         paired = []
@@ -697,11 +767,16 @@ def launch_summary(samples: list[dict[str, Any]], apps: list[str]) -> dict[str, 
                      if s["app"] == a and s["round"] == rnd and s["condition"] == c] for c in CONDITIONS}
             if x["none"] and x["memo"]:
                 paired.append(x["memo"][0] / x["none"][0] - 1)
-        memo_cpu = [s["memo_cpu_s"]["total"] for s in samples if s["app"] == a and "memo_cpu_s" in s]
-        out[a] = {"median_s": med, "cost": cost, "n": {c: len(v) for c, v in by.items()}, "seconds": by,
+        memo_cpu = [s["memo_cpu_s"]["total"] for s in samples
+                    if s["app"] == a and s["condition"] == "memo" and "memo_cpu_s" in s]
+        inside = [s["memo_in_launch"] for s in samples
+                  if s["app"] == a and s["condition"] == "memo" and "memo_in_launch" in s]
+        out[a] = {"median_s": med, "cost": cost, "cost_by_condition": costs,
+                  "n": {c: len(v) for c, v in by.items()}, "seconds": by,
                   "paired_cost_per_round": paired,
                   "paired_cost_median": statistics.median(paired) if paired else None,
-                  "memo_cpu_s_per_launch_median": statistics.median(memo_cpu) if memo_cpu else None}
+                  "memo_cpu_s_per_launch_median": statistics.median(memo_cpu) if memo_cpu else None,
+                  "in_launch_median": in_launch_medians(inside)}
     return out
 
 
@@ -784,6 +859,11 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
                 if med["none"] is not None and med["memo"] is not None else "")
         if s.get("memo_cpu_s_per_launch_median") is not None:
             note += f"; MEMO CPU {s['memo_cpu_s_per_launch_median']:.2f} s per launch"
+        if (inside := s.get("in_launch_median")) is not None:
+            note += (f", {inside['cpu_s']:.2f} s of it and {inside['read_mb']:.1f} MB read "
+                     f"({inside['major_faults']:.0f} major faults) from start to ready")
+        if (weight := (s.get("cost_by_condition") or {}).get(WEIGHT_ONLY)) is not None:
+            note += f"; with MEMO's group at its CPU weight only (cpu.idle 0): {weight * 100:+.1f} %"
         add(f"cold launch cost, {app}", s["cost"], TARGETS["launch_cost"], "%+", note)
     rep = results.get("replay") or {}
     m = (rep.get("conditions") or {}).get("memo")
@@ -875,6 +955,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--interval-s", type=float, default=5.0,
                     help="idle sampling interval, seconds (default 5)")
     ap.add_argument("--rounds", type=int, default=4, help="launch rounds, each none+memo in ABBA order (4)")
+    ap.add_argument("--weight-only-too", action="store_true",
+                    help="in MEMO's blocks, also launch each app with MEMO's group out of the idle CPU class "
+                         "(cpu.idle 0, its CPU weight only): the condition memo-weight")
     ap.add_argument("--apps", default="torch,chromium", help="programs of bench/replay.py (torch,chromium)")
     ap.add_argument("--gap", type=float, default=3.0, help="seconds between drop_caches and a launch (3)")
     ap.add_argument("--timeout", type=float, default=180.0,

@@ -64,11 +64,16 @@ struct memo_swapin {
 };
 
 /* ring open_events: a file opened in a launch window; collector-internal, it resolves
- * (dev, ino) -> path for pagecache records and is never sent on its own. */
+ * (dev, ino) -> path for pagecache records and is never sent on its own. dev and ino are the opened
+ * file's, read in the kernel (0 when they could not be), so that a file the collector has named
+ * already costs it no look at /proc. */
 struct memo_open {
     u64 ts_ns;
     u32 pid;
     s32 fd;
+    u64 ino;
+    u32 dev; /* kernel encoding, as in memo_pagecache */
+    u32 pad;
     char filename[MEMO_PATH_LEN];
 };
 

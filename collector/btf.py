@@ -78,4 +78,4 @@ def kernel() -> KernelBTF:
         raise BTFError(f"cannot dump {VMLINUX} with bpftool: {exc}") from exc
     return parse(text, enums={"vm_event_item"},
                  structs={"task_struct", "mem_cgroup", "cgroup_subsys_state", "cgroup", "kernfs_node",
-                          "address_space", "inode", "super_block"})
+                          "address_space", "inode", "super_block", "files_struct", "fdtable", "file"})

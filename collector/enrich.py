@@ -63,21 +63,32 @@ class FileIndex:
 
     def __init__(self, limit: int = MAX_FILES) -> None:
         self._paths: OrderedDict[tuple[int, int], str] = OrderedDict()
+        self._guessed: set[tuple[int, int]] = set()  # named only by what a process opened them by
         self._limit = limit
         self._maps_scanned: dict[int, float] = {}
 
-    def _put(self, key: tuple[int, int], path: str) -> None:
+    def _put(self, key: tuple[int, int], path: str, exact: bool = True) -> None:
+        """exact: the kernel's name (an fd's or a mapping's link), not one a process opened it by."""
         self._paths[key] = path
         self._paths.move_to_end(key)
+        if exact:
+            self._guessed.discard(key)
+        else:
+            self._guessed.add(key)
         while len(self._paths) > self._limit:
-            self._paths.popitem(last=False)
+            self._guessed.discard(self._paths.popitem(last=False)[0])
 
-    def learn_open(self, pid: int, fd: int, filename: str) -> None:
-        """A file opened by pid. Two self-consistent guesses: the name it was opened by (resolved
-        against the process's cwd; the file may have been renamed since), and what the fd points to
-        now (it may have been closed and reused since). For the same file the fd's name wins: it is
-        the kernel's, without links, which is what the prefetcher opens. When both agree, one stat
-        serves: opens in a launch window are thousands, each one record to resolve."""
+    def learn_open(self, pid: int, fd: int, filename: str, key: tuple[int, int] | None = None) -> None:
+        """A file opened by pid. ``key``: its (dev, ino) as the kernel read it; a file already known by
+        the kernel's name is done with then, without a look at /proc (a program opens the same
+        hundreds of files at every start, and this runs while it starts). Otherwise two
+        self-consistent guesses: the name it was opened by (resolved against the process's cwd; the
+        file may have been renamed since), and what the fd points to now (it may have been closed
+        and reused since). For the same file the fd's name wins: it is the kernel's, without links,
+        which is what the prefetcher opens. When both agree, one stat serves."""
+        if key is not None and key in self._paths and key not in self._guessed:
+            self._paths.move_to_end(key)
+            return
         fd_link = f"/proc/{pid}/fd/{fd}"
         real, real_key = "", None
         try:
@@ -92,19 +103,20 @@ class FileIndex:
             filename = os.path.normpath(filename)
             if filename != real:
                 st = os.stat(filename)
-                self._put((kernel_dev(st.st_dev), st.st_ino), filename)
+                self._put((kernel_dev(st.st_dev), st.st_ino), filename, exact=False)
         except OSError:
             pass
         if real_key is not None and real.startswith("/"):
             self._put(real_key, real)
 
-    def learn_file(self, path: str) -> None:
-        """A file known by name (an exec'd binary: execve reads it without an openat)."""
+    def learn_file(self, path: str, exact: bool = True) -> None:
+        """A file known by name (an exec'd binary: execve reads it without an openat); exact: the
+        kernel's name (/proc/PID/exe), not the name it was exec'd by."""
         try:
             st = os.stat(path)
         except OSError:
             return
-        self._put((kernel_dev(st.st_dev), st.st_ino), path)
+        self._put((kernel_dev(st.st_dev), st.st_ino), path, exact)
 
     def learn_maps(self, pid: int, force: bool = False) -> None:
         """File mappings of pid (at most once per MAPS_RESCAN_S per pid unless forced)."""
@@ -136,9 +148,10 @@ class Enricher:
         far), whose pages execve itself reads before any openat could name them."""
         cwd = procfs.link(ev.pid, "cwd")  # read once: a gone process's answer is "" both times
         path = exe(ev.pid)
+        exact = bool(path)
         if not path and not ev.filename.startswith("/"):
             path = _join(cwd, ev.filename) or absolute(ev.filename, ev.ppid)
-        self.files.learn_file(path or ev.filename)
+        self.files.learn_file(path or ev.filename, exact)
         self.files.learn_maps(ev.pid, force=True)
         return ev.model_copy(update={
             "exe": path, "argv": argv(ev.pid), "cgroup_path": cgroup_path(ev.pid),

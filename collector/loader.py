@@ -162,6 +162,11 @@ def cflags(cfg: CollectorConfig, swap_flags: list[str]) -> list[str]:
         f"-DMEMO_OFF_REAL_PARENT={kb.offset('task_struct', 'real_parent')}",
         f"-DMEMO_OFF_TGID={kb.offset('task_struct', 'tgid')}",
         f"-DMEMO_OFF_EXIT_CODE={kb.offset('task_struct', 'exit_code')}",
+        f"-DMEMO_OFF_TASK_FILES={kb.offset('task_struct', 'files')}",
+        f"-DMEMO_OFF_FILES_FDT={kb.offset('files_struct', 'fdt')}",
+        f"-DMEMO_OFF_FDTABLE_MAX_FDS={kb.offset('fdtable', 'max_fds')}",
+        f"-DMEMO_OFF_FDTABLE_FD={kb.offset('fdtable', 'fd')}",
+        f"-DMEMO_OFF_FILE_INODE={kb.offset('file', 'f_inode')}",
         *swap_flags,
     ]
     if "group_dead" in kernelfs.tracepoint_format("sched", "sched_process_exit"):

@@ -84,6 +84,7 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def open_record(r: Any) -> tuple[int, int, str]:
-    """(pid, fd, filename) of a memo_open record."""
-    return r.pid, r.fd, _str(r.filename)
+def open_record(r: Any) -> tuple[int, int, tuple[int, int] | None, str]:
+    """(pid, fd, (dev, ino) of the opened file or None when the kernel could not read it, filename) of
+    a memo_open record."""
+    return r.pid, r.fd, ((r.dev, r.ino) if r.ino else None), _str(r.filename)

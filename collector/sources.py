@@ -75,8 +75,8 @@ class BPFSource:
         return cb
 
     def _on_open(self, _ctx: Any, data: Any, _size: int) -> int:
-        pid, fd, name = records.open_record(self.loaded.bpf["open_events"].event(data))
-        self.enricher.files.learn_open(pid, fd, name)
+        pid, fd, key, name = records.open_record(self.loaded.bpf["open_events"].event(data))
+        self.enricher.files.learn_open(pid, fd, name, key)
         return 0
 
     def _sweep_faults(self) -> list[Event]:

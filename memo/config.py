@@ -167,6 +167,10 @@ class ServicesConfig(BaseModel):
         "with the weights and ceilings below (memo.slice does it for systemd)")
     cpu_weight: int = Field(
         10, ge=1, le=10000, description="CPU weight of MEMO's group (a default group has 100)")
+    cpu_idle: bool = Field(
+        True, description="MEMO's group in the idle CPU scheduling class (cgroup cpu.idle, Linux 5.15+; "
+        "systemd CPUWeight=idle): a user's program that wakes always takes the CPU from MEMO's threads, "
+        "which run on what the CPUs leave; false = cpu_weight alone")
     io_weight: int = Field(
         10, ge=1, le=1000, description="I/O weight of MEMO's group (a default group has 100)")
     inference_memory_high: int = Field(

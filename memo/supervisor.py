@@ -269,10 +269,12 @@ class Supervisor:
             return
         self.placement = placement.Placement.make(
             SERVICES, svc.cpu_weight, svc.io_weight,
-            {"inference": svc.inference_memory_high, "collector": svc.collector_memory_high})
-        log.info("services run in %s (cpu weight %d, io weight %d)",
+            {"inference": svc.inference_memory_high, "collector": svc.collector_memory_high},
+            cpu_idle=svc.cpu_idle)
+        log.info("services run in %s (cpu weight %d%s, io weight %d)",
                  ", ".join(sorted({str(Path(d).parent) for d in self.placement.where("inference")
-                                   .values()})), svc.cpu_weight, svc.io_weight)
+                                   .values()})), svc.cpu_weight,
+                 ", idle scheduling class" if self.placement.cpu_idle else "", svc.io_weight)
 
     def rotate_logs(self) -> None:
         """Bound each log (services.log_max_bytes): copy it to <name>.log.1, then truncate it in place.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,9 +36,37 @@ def placed() -> Iterator[placement.Placement]:
     if not placement.hierarchies():
         pytest.skip("no cpu, io or memory cgroup controller on this kernel")
     p = placement.Placement.make(("learn", "act"), cpu_weight=10, io_weight=10,
-                                 memory_high={"learn": 200 * MB}, name=f"memo-test-{os.getpid()}")
+                                 memory_high={"learn": 200 * MB}, name=f"memo-test-{os.getpid()}",
+                                 cpu_idle=True)
     yield p
     p.remove()
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def test_a_users_program_takes_the_cpu_from_memos_idle_group(placed: placement.Placement) -> None:
+    """The kernel fact cpu_idle relies on: with both spinning on one CPU, a program outside the group
+    gets nearly all of it (a weight of 10 against 100 would leave MEMO about a tenth)."""
+    if not placed.cpu_idle:
+        pytest.skip("this kernel has no cpu.idle (Linux < 5.15)")
+    cpu = min(os.sched_getaffinity(0))
+    spin = ["python3", "-c", "while True: pass"]
+    pin = lambda: os.sched_setaffinity(0, {cpu})  # noqa: E731
+    memo = subprocess.Popen(spin, preexec_fn=lambda: (pin(), placed.enter("learn")))
+    user = subprocess.Popen(spin, preexec_fn=pin)
+    try:
+        time.sleep(0.5)  # both started
+        m0, u0 = _cpu_ticks(memo.pid), _cpu_ticks(user.pid)
+        time.sleep(2.0)
+        m, u = _cpu_ticks(memo.pid) - m0, _cpu_ticks(user.pid) - u0
+    finally:
+        for p in (memo, user):
+            p.kill()
+            p.wait()
+    assert u > 0 and m / (m + u) < 0.03, f"MEMO's group got {m} ticks, the user's program {u}"
 
 
 def test_a_service_runs_in_its_own_low_weight_groups_that_are_removed_after(
@@ -54,7 +83,10 @@ def test_a_service_runs_in_its_own_low_weight_groups_that_are_removed_after(
         if "cpu" in top:
             h = placed.hier["cpu"]
             name = "cpu.weight" if h.version == 2 else "cpu.shares"
-            assert int((top["cpu"] / name).read_text()) == (10 if h.version == 2 else 102)
+            if placed.cpu_idle:  # the idle class's own weight replaces the group's
+                assert (top["cpu"] / "cpu.idle").read_text().strip() == "1"
+            else:
+                assert int((top["cpu"] / name).read_text()) == (10 if h.version == 2 else 102)
         if "memory" in top:
             h = placed.hier["memory"]
             name = "memory.high" if h.version == 2 else "memory.soft_limit_in_bytes"
