@@ -9,9 +9,8 @@ memory.high (above it the kernel throttles the group and reclaims its memory), o
 none: the page cache it fills is charged to it and belongs to the programs it was read for.
 
 The `memo` group is also in the idle scheduling class (cpu.idle, services.cpu_idle): a weight only
-shares the CPU's time, and a woken MEMO thread still ran ahead of a starting program's threads (cold
-chromium +8 to +10 % with MEMO merely tracing it); an idle group's threads never preempt the user's and
-run on what the CPUs leave.
+shares the CPU's time under contention, and a woken MEMO thread may still run ahead of a starting
+program's; an idle group's threads never preempt the user's and run on what the CPUs leave.
 
 cgroup v2 where the controller is enabled there: cpu.weight, io.weight, memory.high. cgroup v1
 otherwise (this machine: v1 cpu, blkio and memory, an empty v2 hierarchy beside them): cpu.shares,
