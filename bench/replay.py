@@ -930,7 +930,8 @@ class Sampler(threading.Thread):
             name = next((n for key, n in parts if key in cmd or key in comm), None)
             if name is None:  # perhaps not yet renamed (vLLM sets its process title after start)
                 return comm
-            self.names[pid] = name
+            if name != "supervisor":  # a service between the supervisor's fork and its exec looks like it
+                self.names[pid] = name
         return name
 
     def work(self) -> dict[tuple[int, int], tuple[str, int, int, int]]:

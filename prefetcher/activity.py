@@ -7,6 +7,10 @@
   reclaim, a memory cgroup's limit included; the per-reclaimer pgsteal_kswapd/direct leave cgroup
   reclaim out and count anonymous pages too). Only after one is it worth checking whether what was
   prefetched or found resident is still there; otherwise the prefetcher does not look again.
+- A reclaim on its way: free memory (vmstat's nr_free_pages) falling fast enough to be gone within
+  RECLAIM_HORIZON_S. A program that fills memory (bench/replay's hog: 6 GB in 15-20 s) evicts nothing
+  while free memory lasts, and a plan read then was evicted again seconds later (in bench/replay,
+  455-497 MB a session, read and evicted unused in the hog's first seconds).
 """
 
 from __future__ import annotations
@@ -15,12 +19,19 @@ import threading
 import time
 from pathlib import Path
 
+from prefetcher.syscalls import PAGE_SIZE
+
 PROC = Path("/proc")
 SYS_BLOCK = Path("/sys/block")
 SECTOR = 512
 EVICTION_COUNTERS = ("drop_pagecache", "pgsteal_file")
 OLD_EVICTION_COUNTERS = ("drop_pagecache", "pgsteal_kswapd", "pgsteal_direct", "pgsteal_khugepaged")
 """For a kernel whose /proc/vmstat has no pgsteal_file: every reclaim, anonymous or not, counts."""
+RECLAIM_HORIZON_S = 30.0
+"""Free memory falling at a rate that would use it all within this many seconds is a reclaim on its way."""
+MIN_FREE_FALL = 32 << 20
+"""...and falling by at least this much (bytes) over the wait: the kernel's own allocations and a
+program's ordinary growth move free memory by a few MB."""
 
 
 def physical_disks(sys_block: Path = SYS_BLOCK) -> set[str]:
@@ -99,25 +110,38 @@ class Evictions:
         self.proc = proc
         self._last = self.count()
 
-    def count(self) -> int:
-        """A number that moves whenever page cache is dropped (drop_caches) or reclaimed."""
+    def _sample(self) -> tuple[int, int]:
+        """(eviction count, free bytes): one read of /proc/vmstat."""
         try:
             vm = vmstat(self.proc)
         except OSError:
-            return 0
+            return 0, 0
         keys = EVICTION_COUNTERS if "pgsteal_file" in vm else OLD_EVICTION_COUNTERS
-        return sum(vm.get(k, 0) for k in keys)
+        return sum(vm.get(k, 0) for k in keys), vm.get("nr_free_pages", 0) * PAGE_SIZE
+
+    def count(self) -> int:
+        """A number that moves whenever page cache is dropped (drop_caches) or reclaimed."""
+        return self._sample()[0]
 
     def happened(self) -> bool:
         now = self.count()
         moved, self._last = now != self._last, now
         return moved
 
-    def settled(self, wait_s: float, stop: threading.Event) -> bool:
-        """Whether the kernel evicted nothing for wait_s (waited here; False when stopped meanwhile):
-        reclaim under pressure goes on for seconds, and what is read back while it does is taken again."""
-        before = self.count()
+    def settled(self, wait_s: float, stop: threading.Event, horizon_s: float = RECLAIM_HORIZON_S) -> bool:
+        """Whether the kernel evicted nothing for wait_s (waited here; False when stopped meanwhile) and no
+        reclaim is on its way: reclaim under pressure goes on for seconds, and what is read back while
+        it does, or while a program fills the free memory that comes before it, is taken again."""
+        before, free_before = self._sample()
         if stop.wait(wait_s):
             return False
-        self._last = self.count()
-        return self._last == before
+        self._last, free_after = self._sample()
+        return self._last == before and not reclaim_imminent(free_before, free_after, wait_s, horizon_s)
+
+
+def reclaim_imminent(free_before: int, free_after: int, seconds: float,
+                     horizon_s: float = RECLAIM_HORIZON_S) -> bool:
+    """Whether free memory fell, over `seconds`, by MIN_FREE_FALL or more and at a rate that would use up
+    what is left within horizon_s: then reclaim comes next, and evicts what a prefetch reads now."""
+    fall = free_before - free_after
+    return fall >= MIN_FREE_FALL and fall * horizon_s >= free_after * seconds

@@ -10,7 +10,8 @@ act: one plan per round — the profiles of the predictions weighed range by ran
 the chance of use beats the cost; then swap-in and cgroup protection of running predicted programs.
 A plan is read once per launch, and again only after the kernel evicted some of it, once that eviction
 is over (at most READS_PER_ROUND times): an unused profile is never re-read every cycle. No read starts
-while the kernel is evicting page cache: it waits until the eviction is over. What a read
+while the kernel is evicting page cache, or while free memory runs out fast enough that it soon will (a
+program filling memory evicts nothing until free memory is gone): it waits until that is over. What a read
 found or left wholly resident is not looked at again until the kernel evicts page cache (or SETTLED_TTL_S
 passed). A new launch interrupts a plan in progress. Then feedback is resolved and sent, cgroups of
 programs no longer predicted are restored.
@@ -396,8 +397,9 @@ class Prefetcher:
             log.info("a launch began: prefetch interrupted after %d bytes", report.prefetched)
 
     def _evictions_over(self) -> bool:
-        """Whether the kernel evicted nothing for EVICTION_SETTLE_S (waited here); if it goes on, the
-        plan's read is owed: what is read while it evicts is taken again before the launch it is for."""
+        """Whether the kernel evicted nothing for EVICTION_SETTLE_S (waited here) and free memory is not
+        running out (activity.reclaim_imminent); else the plan's read is owed: what is read while the
+        kernel evicts, or just before it does, is taken again before the launch it is for."""
         settled = self.evictions.settled(EVICTION_SETTLE_S, self.stop)
         self._reread_owed = not settled
         return settled

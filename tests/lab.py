@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 V1_MEMORY = Path("/sys/fs/cgroup/memory")
@@ -37,6 +37,20 @@ for line in sys.stdin:
             for i in range(0, len(buf), 4096):
                 buf[i] = (buf[i] + 1) & 0xFF
         print("ok", flush=True)
+"""
+
+# Takes free memory fast: argv[2] anonymous mappings of argv[1] bytes, populated one every argv[3] s.
+FILLER = r"""
+import mmap, sys, time
+chunk, n, pause = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+held = []
+for i in range(n):
+    held.append(mmap.mmap(-1, chunk, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE))
+    if i == 0:
+        print("filling", flush=True)
+    time.sleep(pause)
+print("full", flush=True)
+sys.stdin.read()
 """
 
 
@@ -97,6 +111,30 @@ def memory_cgroup(name: str) -> Iterator[Path]:
                 break
             except OSError:
                 time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def filling_memory(share: float = 1 / 3, chunks: int = 20, pause_s: float = 0.05
+                   ) -> Iterator[Callable[[], None]]:
+    """A process taking `share` of the free memory in `chunks` steps (a program filling memory, as
+    bench/replay's hog does before reclaim starts); entered once it has taken its first step. Yields
+    wait_full(), which returns once it holds all of it; the memory is freed on exit."""
+    free = meminfo("MemFree")
+    chunk = max(32 << 20, int(free * share / chunks)) // PAGE * PAGE
+    proc = subprocess.Popen([sys.executable, "-c", FILLER, str(chunk), str(chunks), str(pause_s)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    out = proc.stdout
+    assert out is not None
+
+    def wait_full() -> None:
+        assert out.readline().strip() == "full"
+
+    try:
+        assert out.readline().strip() == "filling"
+        yield wait_full
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 class Hog:

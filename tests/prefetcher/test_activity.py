@@ -1,11 +1,14 @@
 """The prefetcher's evictions signal on the real kernel: page cache a memory cgroup's limit reclaims moves
-it (pgsteal_file counts cgroup reclaim; pgsteal_kswapd and pgsteal_direct do not), and drop_caches does."""
+it (pgsteal_file counts cgroup reclaim; pgsteal_kswapd and pgsteal_direct do not), and drop_caches does;
+free memory taken fast is a reclaim on its way."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -45,3 +48,23 @@ def test_reclaim_under_a_memory_cgroup_limit_is_an_eviction(tmp_path: Path) -> N
     assert evictions.happened()
     Path("/proc/sys/vm/drop_caches").write_text("1")
     assert evictions.happened(), "drop_caches"
+
+
+def test_free_memory_running_out_fast_is_a_reclaim_on_its_way() -> None:
+    """A program filling memory evicts nothing until free memory is gone, and what is read meanwhile is
+    evicted seconds later: settled() says no while free memory falls fast, yes once it holds."""
+    evictions, stop = activity.Evictions(), threading.Event()
+    with lab.filling_memory() as wait_full:
+        assert not evictions.settled(0.3, stop), "free memory fell by a third of it in seconds"
+        wait_full()
+        deadline = time.monotonic() + 10
+        while not evictions.settled(0.3, stop):
+            assert time.monotonic() < deadline, "free memory holds: nothing is on its way"
+
+
+def test_reclaim_imminent_is_a_fall_that_would_use_up_free_memory_within_the_horizon() -> None:
+    GB = 1 << 30
+    assert activity.reclaim_imminent(6 * GB, 6 * GB - 100 * MB, 0.3)  # 333 MB/s, 6 GB left: 18 s
+    assert not activity.reclaim_imminent(20 * GB, 20 * GB - 100 * MB, 0.3)  # 20 GB left: 60 s
+    assert not activity.reclaim_imminent(100 * MB, 80 * MB, 0.3), "below MIN_FREE_FALL"
+    assert not activity.reclaim_imminent(1 * GB, 2 * GB, 0.3), "free memory grew"

@@ -22,6 +22,7 @@ from memo.config import Config, PathsConfig, PrefetcherConfig
 from memo.contract import AppProfile, ProfileRange
 from prefetcher import syscalls
 from prefetcher.daemon import TRIES_PER_ROUND, Prefetcher, StaticSource
+from tests import lab
 from tests.inference.conftest import Service
 from tests.prefetcher.conftest import PREFETCHER
 from tests.prefetcher.test_daemon import UID, events
@@ -181,5 +182,34 @@ def test_a_read_that_brought_nothing_leaves_the_round_its_re_read(tmp_path: Path
             tries += 1
             assert tries < 100
         assert tries == TRIES_PER_ROUND - 1, tries
+    finally:
+        os.close(fd)
+
+
+def test_a_plan_is_not_read_while_a_program_fills_memory_and_is_read_once_it_stops(tmp_path: Path) -> None:
+    """Before reclaim starts, a program filling memory evicts nothing, and a plan read then is evicted
+    again once free memory is gone (bench/replay's hog: its first seconds took 455-497 MB of reads a
+    session). The round's read is owed until free memory holds, then made."""
+    data = tmp_path / "editor-data"
+    data.write_bytes(os.urandom(8 * MB))
+    profile = AppProfile(app=str(tmp_path / "memo-test-editor"), launches=1, bytes=8 * MB,
+                         ranges=[ProfileRange(path=str(data), offset=0, length=8 * MB)])
+    (tmp_path / "profile.json").write_text(profile.model_dump_json())
+    cfg = Config(paths=PathsConfig(run_dir=tmp_path / "run", data_dir=tmp_path / "state"),
+                 prefetcher=PrefetcherConfig(psi_some_avg10_max=100))
+    p = Prefetcher(cfg, StaticSource([], [tmp_path / "profile.json"], None))
+    fd = os.open(data, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        syscalls.drop_file_cache(fd)
+        with lab.filling_memory() as wait_full:
+            r = p.cycle()
+            assert r.prefetched == 0 and _resident(fd) == 0 and "read owed" in r.reason, r
+            wait_full()
+            deadline = time.monotonic() + 10
+            while (r := p.reread()) is None or r.prefetched == 0:
+                assert r is not None and not r.acted, f"an owed read was given up: {r}"
+                assert time.monotonic() < deadline, "never read once free memory held"
+        assert r.prefetched == 8 * MB and _resident(fd) == 8 * MB
     finally:
         os.close(fd)
