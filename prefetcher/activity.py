@@ -10,7 +10,7 @@
 - A reclaim on its way: free memory (vmstat's nr_free_pages) falling fast enough to be gone within
   RECLAIM_HORIZON_S. A program that fills memory (bench/replay's hog: 6 GB in 15-20 s) evicts nothing
   while free memory lasts, and a plan read then was evicted again seconds later (in bench/replay,
-  455-497 MB a session, read and evicted unused in the hog's first seconds).
+  455-616 MB a session, read and evicted unused in the hog's first seconds).
 """
 
 from __future__ import annotations

@@ -411,6 +411,10 @@ class Prefetcher:
         if not self.plan or self.plan_reads >= READS_PER_ROUND or self.plan_tries >= TRIES_PER_ROUND:
             self._reread_owed = False
             return None
+        # read before the wait too: the share is then taken over the settle wait itself; a gauge last
+        # read before a long eviction falls back to avg10, whose ~10 s decay held the re-read after
+        # bench/replay's hog past the launch it was for (nothing read in the 3 s before it)
+        self.gauge.read()
         if not self._evictions_over():
             return CycleReport(False, reason="evictions go on")
         pressure = self.gauge.read()

@@ -46,7 +46,7 @@ chunk, n, pause = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 held = []
 for i in range(n):
     held.append(mmap.mmap(-1, chunk, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE))
-    if i == 0:
+    if i == 2:  # under way: the first steps of a fresh process can stall for a few tenths of a second
         print("filling", flush=True)
     time.sleep(pause)
 print("full", flush=True)
@@ -117,7 +117,7 @@ def memory_cgroup(name: str) -> Iterator[Path]:
 def filling_memory(share: float = 1 / 3, chunks: int = 20, pause_s: float = 0.05
                    ) -> Iterator[Callable[[], None]]:
     """A process taking `share` of the free memory in `chunks` steps (a program filling memory, as
-    bench/replay's hog does before reclaim starts); entered once it has taken its first step. Yields
+    bench/replay's hog does before reclaim starts); entered once it has taken three steps. Yields
     wait_full(), which returns once it holds all of it; the memory is freed on exit."""
     free = meminfo("MemFree")
     chunk = max(32 << 20, int(free * share / chunks)) // PAGE * PAGE

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -21,11 +21,13 @@ import pytest
 from memo.config import Config, PathsConfig, PrefetcherConfig
 from memo.contract import AppProfile, ProfileRange
 from prefetcher import syscalls
+from prefetcher.budget import INTERVAL_MAX_S
 from prefetcher.daemon import TRIES_PER_ROUND, Prefetcher, StaticSource
 from tests import lab
 from tests.inference.conftest import Service
 from tests.prefetcher.conftest import PREFETCHER
 from tests.prefetcher.test_daemon import UID, events
+from tests.prefetcher.test_pressure import psi_avg10
 
 pytestmark = pytest.mark.root
 MB = 1 << 20
@@ -146,70 +148,96 @@ def _logged_at(line: str) -> float:
         return 0.0
 
 
-def test_a_read_that_brought_nothing_leaves_the_round_its_re_read(tmp_path: Path) -> None:
+@pytest.fixture
+def editor(tmp_path: Path) -> Iterator[tuple[Prefetcher, int]]:
+    """A prefetcher whose one prediction (a static source) is an 8 MB file on disk, not in the page cache;
+    and that file, open for _resident()."""
+    data = tmp_path / "editor-data"
+    data.write_bytes(os.urandom(8 * MB))
+    profile = AppProfile(app=str(tmp_path / "memo-test-editor"), launches=1, bytes=8 * MB,
+                         ranges=[ProfileRange(path=str(data), offset=0, length=8 * MB)])
+    (tmp_path / "profile.json").write_text(profile.model_dump_json())
+    cfg = Config(paths=PathsConfig(run_dir=tmp_path / "run", data_dir=tmp_path / "state"),
+                 prefetcher=PrefetcherConfig(psi_some_avg10_max=100))
+    fd = os.open(data, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        syscalls.drop_file_cache(fd)
+        yield Prefetcher(cfg, StaticSource([], [tmp_path / "profile.json"], None)), fd
+    finally:
+        os.close(fd)
+
+
+def test_a_read_that_brought_nothing_leaves_the_round_its_re_read(editor: tuple[Prefetcher, int]) -> None:
     """A read that found no room (the budget is MemAvailable's share: a hog took it) reads nothing; it
     must not use up the round's re-read, or the launch after the hog finds its plan evicted and unread."""
-    data = tmp_path / "editor-data"
-    data.write_bytes(os.urandom(8 * MB))
-    profile = AppProfile(app=str(tmp_path / "memo-test-editor"), launches=1, bytes=8 * MB,
-                         ranges=[ProfileRange(path=str(data), offset=0, length=8 * MB)])
-    (tmp_path / "profile.json").write_text(profile.model_dump_json())
-    cfg = Config(paths=PathsConfig(run_dir=tmp_path / "run", data_dir=tmp_path / "state"),
-                 prefetcher=PrefetcherConfig(psi_some_avg10_max=100))
-    p = Prefetcher(cfg, StaticSource([], [tmp_path / "profile.json"], None))
-    fd = os.open(data, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        syscalls.drop_file_cache(fd)
-        assert p.cycle().prefetched == 8 * MB and _resident(fd) == 8 * MB
-        _drop_caches()
-        p.pcfg.budget_share = 1e-12  # no room: the re-read is granted nothing
-        r = p.reread()
-        assert r is not None and r.acted and r.prefetched == 0 and _resident(fd) == 0
-        p.pcfg.budget_share = 0.1
-        r = p.reread()
-        assert r is not None and r.prefetched == 8 * MB, "the re-read was used up by a read of nothing"
-        _drop_caches()
-        assert p.reread() is None and _resident(fd) == 0, "a third read that brings pages"
+    p, fd = editor
+    assert p.cycle().prefetched == 8 * MB and _resident(fd) == 8 * MB
+    _drop_caches()
+    p.pcfg.budget_share = 1e-12  # no room: the re-read is granted nothing
+    r = p.reread()
+    assert r is not None and r.acted and r.prefetched == 0 and _resident(fd) == 0
+    p.pcfg.budget_share = 0.1
+    r = p.reread()
+    assert r is not None and r.prefetched == 8 * MB, "the re-read was used up by a read of nothing"
+    _drop_caches()
+    assert p.reread() is None and _resident(fd) == 0, "a third read that brings pages"
 
-        # reads that bring nothing are bounded too (each checks the plan's files again)
-        assert p.cycle().prefetched == 8 * MB, "a new round reads its plan"
-        _drop_caches()
-        p.pcfg.budget_share = 1e-12
-        tries = 0
-        while (r := p.reread()) is not None:
-            assert r.prefetched == 0
-            tries += 1
-            assert tries < 100
-        assert tries == TRIES_PER_ROUND - 1, tries
-    finally:
-        os.close(fd)
+    # reads that bring nothing are bounded too (each checks the plan's files again)
+    assert p.cycle().prefetched == 8 * MB, "a new round reads its plan"
+    _drop_caches()
+    p.pcfg.budget_share = 1e-12
+    tries = 0
+    while (r := p.reread()) is not None:
+        assert r.prefetched == 0
+        tries += 1
+        assert tries < 100
+    assert tries == TRIES_PER_ROUND - 1, tries
 
 
-def test_a_plan_is_not_read_while_a_program_fills_memory_and_is_read_once_it_stops(tmp_path: Path) -> None:
+def test_a_plan_is_not_read_while_a_program_fills_memory_and_is_read_once_it_stops(
+        editor: tuple[Prefetcher, int]) -> None:
     """Before reclaim starts, a program filling memory evicts nothing, and a plan read then is evicted
-    again once free memory is gone (bench/replay's hog: its first seconds took 455-497 MB of reads a
+    again once free memory is gone (bench/replay's hog: its first seconds took 455-616 MB of reads a
     session). The round's read is owed until free memory holds, then made."""
-    data = tmp_path / "editor-data"
-    data.write_bytes(os.urandom(8 * MB))
-    profile = AppProfile(app=str(tmp_path / "memo-test-editor"), launches=1, bytes=8 * MB,
-                         ranges=[ProfileRange(path=str(data), offset=0, length=8 * MB)])
-    (tmp_path / "profile.json").write_text(profile.model_dump_json())
-    cfg = Config(paths=PathsConfig(run_dir=tmp_path / "run", data_dir=tmp_path / "state"),
-                 prefetcher=PrefetcherConfig(psi_some_avg10_max=100))
-    p = Prefetcher(cfg, StaticSource([], [tmp_path / "profile.json"], None))
-    fd = os.open(data, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        syscalls.drop_file_cache(fd)
-        with lab.filling_memory() as wait_full:
-            r = p.cycle()
-            assert r.prefetched == 0 and _resident(fd) == 0 and "read owed" in r.reason, r
-            wait_full()
-            deadline = time.monotonic() + 10
-            while (r := p.reread()) is None or r.prefetched == 0:
-                assert r is not None and not r.acted, f"an owed read was given up: {r}"
-                assert time.monotonic() < deadline, "never read once free memory held"
-        assert r.prefetched == 8 * MB and _resident(fd) == 8 * MB
-    finally:
-        os.close(fd)
+    p, fd = editor
+    with lab.filling_memory() as wait_full:
+        r = p.cycle()
+        assert r.prefetched == 0 and _resident(fd) == 0 and "read owed" in r.reason, r
+        wait_full()
+        deadline = time.monotonic() + 10
+        while (r := p.reread()) is None or r.prefetched == 0:
+            assert r is not None and not r.acted, f"an owed read was given up: {r}"
+            assert time.monotonic() < deadline, "never read once free memory held"
+    assert r.prefetched == 8 * MB and _resident(fd) == 8 * MB
+
+
+def test_the_re_read_after_pressure_is_judged_on_the_pressure_now_not_its_ten_second_average(
+        editor: tuple[Prefetcher, int]) -> None:
+    """Right after a long eviction (bench/replay's hog: 14-22 s) PSI's avg10 is still high for seconds, and
+    a gauge last read before it falls back to avg10: the re-read waited past the launch it was for. It
+    is judged on the stall share over its own settle wait instead."""
+    p, fd = editor
+    assert p.cycle().prefetched == 8 * MB  # the gauge's last reading until the re-read
+    gauge_read_at = time.monotonic()
+    _drop_caches()
+    p.gauge.limit = 1.0
+    with lab.swapfile("1G"), lab.memory_cgroup("reread-pressure") as cg:
+        hog = lab.Hog()
+        try:
+            (cg / "cgroup.procs").write_text(str(hog.pid))
+            lab.set_limit(cg, 64 * MB)
+            hog.alloc(128)
+            hog.thrash_start(30)  # swaps in and out without end: tasks stall on memory
+            deadline = time.monotonic() + 25
+            while (time.monotonic() < deadline and
+                   (psi_avg10() < 2.0 or time.monotonic() - gauge_read_at <= INTERVAL_MAX_S)):
+                time.sleep(0.5)
+            assert psi_avg10() >= 2.0, "could not create memory pressure"
+        finally:
+            hog.close()
+        time.sleep(0.5)
+        assert psi_avg10() > p.gauge.limit, "avg10 still remembers the pressure"
+        r = p.reread()
+    assert r is not None and r.prefetched == 8 * MB, r
+    assert _resident(fd) == 8 * MB
