@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from memo import pressure
+
 V1_MEMORY = Path("/sys/fs/cgroup/memory")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -52,6 +54,11 @@ for i in range(n):
 print("full", flush=True)
 sys.stdin.read()
 """
+
+
+def psi_avg10() -> float:
+    """PSI memory "some" avg10: the share of the last ~10 s some task stalled on memory (%)."""
+    return pressure.parse_psi(pressure.PSI_MEMORY.read_text())["some"]["avg10"]
 
 
 def proc_kb(path: Path, key: str) -> int | None:
@@ -135,6 +142,29 @@ def filling_memory(share: float = 1 / 3, chunks: int = 20, pause_s: float = 0.05
     finally:
         proc.kill()
         proc.wait()
+
+
+@contextlib.contextmanager
+def thrashing(name: str, seconds: float = 30.0, min_avg10: float = 2.0, timeout_s: float = 20.0
+              ) -> Iterator[Callable[[], None]]:
+    """Real memory pressure: with a swap file on, a process that swaps its 128 MB in and out of a 64 MB
+    memory cgroup for `seconds` (its tasks stall on memory, so PSI some rises). Entered once avg10
+    reached min_avg10; yields stop(), which ends the process early. Everything is undone on exit."""
+    with swapfile("1G"), memory_cgroup(name) as cg:
+        hog = Hog()
+        try:
+            (cg / "cgroup.procs").write_text(str(hog.pid))
+            set_limit(cg, 64 << 20)
+            hog.alloc(128)
+            hog.thrash_start(seconds)
+            deadline = time.monotonic() + timeout_s
+            while psi_avg10() < min_avg10 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            level = psi_avg10()
+            assert level >= min_avg10, f"could not create memory pressure (avg10={level})"
+            yield hog.close
+        finally:
+            hog.close()
 
 
 class Hog:

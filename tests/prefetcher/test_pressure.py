@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -18,10 +17,6 @@ from tests.prefetcher.conftest import PREFETCHER
 
 pytestmark = pytest.mark.root
 MB = 1 << 20
-
-
-def psi_avg10() -> float:
-    return pressure.parse_psi(pressure.PSI_MEMORY.read_text())["some"]["avg10"]
 
 
 def test_psi_is_there_and_parses() -> None:
@@ -49,22 +44,9 @@ def test_does_nothing_under_pressure(tmp_path: Path, memo_env: dict[str, str]) -
     prof.write_text(AppProfile(app="/usr/bin/true", launches=1, bytes=1, ranges=ranges).model_dump_json())
     cmd = [PREFETCHER, "--once", "--profile", str(prof)]
     try:
-        with lab.swapfile("1G") as _swap, lab.memory_cgroup("pressure") as cg:
-            hog = lab.Hog()
-            try:
-                (cg / "cgroup.procs").write_text(str(hog.pid))
-                lab.set_limit(cg, 64 * MB)
-                hog.alloc(128)
-                hog.thrash_start(25)  # swaps in and out without end: tasks stall on memory
-                deadline = time.monotonic() + 20
-                while psi_avg10() < 2.0 and time.monotonic() < deadline:
-                    time.sleep(0.5)
-                level = psi_avg10()
-                assert level >= 2.0, f"could not create memory pressure (avg10={level})"
-                out = subprocess.run(cmd + ["--psi-max", "1.0"], env=memo_env, capture_output=True,
-                                     text=True, timeout=60)
-            finally:
-                hog.close()
+        with lab.thrashing("pressure"):
+            out = subprocess.run(cmd + ["--psi-max", "1.0"], env=memo_env, capture_output=True, text=True,
+                                 timeout=60)
         assert out.returncode == 0, out.stderr
         assert "above the threshold: doing nothing" in out.stderr, out.stderr
         assert syscalls.cachestat(fd).nr_cache == 0, "it read ahead under pressure"

@@ -27,7 +27,6 @@ from tests import lab
 from tests.inference.conftest import Service
 from tests.prefetcher.conftest import PREFETCHER
 from tests.prefetcher.test_daemon import UID, events
-from tests.prefetcher.test_pressure import psi_avg10
 
 pytestmark = pytest.mark.root
 MB = 1 << 20
@@ -222,22 +221,12 @@ def test_the_re_read_after_pressure_is_judged_on_the_pressure_now_not_its_ten_se
     gauge_read_at = time.monotonic()
     _drop_caches()
     p.gauge.limit = 1.0
-    with lab.swapfile("1G"), lab.memory_cgroup("reread-pressure") as cg:
-        hog = lab.Hog()
-        try:
-            (cg / "cgroup.procs").write_text(str(hog.pid))
-            lab.set_limit(cg, 64 * MB)
-            hog.alloc(128)
-            hog.thrash_start(30)  # swaps in and out without end: tasks stall on memory
-            deadline = time.monotonic() + 25
-            while (time.monotonic() < deadline and
-                   (psi_avg10() < 2.0 or time.monotonic() - gauge_read_at <= INTERVAL_MAX_S)):
-                time.sleep(0.5)
-            assert psi_avg10() >= 2.0, "could not create memory pressure"
-        finally:
-            hog.close()
+    with lab.thrashing("reread-pressure") as stop_thrashing:
+        while time.monotonic() - gauge_read_at <= INTERVAL_MAX_S:
+            time.sleep(0.5)
+        stop_thrashing()
         time.sleep(0.5)
-        assert psi_avg10() > p.gauge.limit, "avg10 still remembers the pressure"
+        assert lab.psi_avg10() > p.gauge.limit, "avg10 still remembers the pressure"
         r = p.reread()
     assert r is not None and r.prefetched == 8 * MB, r
     assert _resident(fd) == 8 * MB
