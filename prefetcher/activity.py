@@ -128,7 +128,7 @@ class Evictions:
         moved, self._last = now != self._last, now
         return moved
 
-    def settled(self, wait_s: float, stop: threading.Event, horizon_s: float = RECLAIM_HORIZON_S) -> bool:
+    def settled(self, wait_s: float, stop: threading.Event) -> bool:
         """Whether the kernel evicted nothing for wait_s (waited here; False when stopped meanwhile) and no
         reclaim is on its way: reclaim under pressure goes on for seconds, and what is read back while
         it does, or while a program fills the free memory that comes before it, is taken again."""
@@ -136,7 +136,7 @@ class Evictions:
         if stop.wait(wait_s):
             return False
         self._last, free_after = self._sample()
-        return self._last == before and not reclaim_imminent(free_before, free_after, wait_s, horizon_s)
+        return self._last == before and not reclaim_imminent(free_before, free_after, wait_s)
 
 
 def reclaim_imminent(free_before: int, free_after: int, seconds: float,
